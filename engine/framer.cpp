@@ -1,0 +1,237 @@
+// Non-template half of the framer: FrameState lifetime and the buffer slow paths.
+#include "framer.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+namespace esockets::detail {
+
+const char* to_string(FrameError e) noexcept {
+  switch (e) {
+    case FrameError::none: return "none";
+    case FrameError::line_too_long: return "line_too_long";
+    case FrameError::frame_too_long: return "frame_too_long";
+  }
+  return "unknown";
+}
+
+FrameState::~FrameState() { std::free(buf_); }
+
+FrameState::FrameState(FrameState&& o) noexcept
+    : buf_(o.buf_), len_(o.len_), cap_(o.cap_), scan_(o.scan_), error_(o.error_), held_(o.held_) {
+  o.buf_ = nullptr;
+  o.len_ = o.cap_ = o.scan_ = 0;
+  o.held_ = false;
+}
+
+FrameState& FrameState::operator=(FrameState&& o) noexcept {
+  if (this != &o) {
+    std::free(buf_);
+    buf_ = o.buf_;
+    len_ = o.len_;
+    cap_ = o.cap_;
+    scan_ = o.scan_;
+    error_ = o.error_;
+    held_ = o.held_;
+    o.buf_ = nullptr;
+    o.len_ = o.cap_ = o.scan_ = 0;
+    o.held_ = false;
+  }
+  return *this;
+}
+
+bool FrameState::has_pending_frames() const { return held_; }
+
+void FrameState::clear() {
+  std::free(buf_);
+  buf_ = nullptr;
+  len_ = cap_ = scan_ = 0;
+  held_ = false;
+}
+
+std::size_t Framer::header_for(std::size_t payload_len, char* hdr, bool* trailer) const {
+  if (trailer != nullptr) *trailer = cfg_.kind == Framing::line;
+  if (cfg_.kind != Framing::length_prefixed) return 0;
+  const unsigned n = cfg_.prefix_bytes;
+  if (n == 0 || n > sizeof(std::uint64_t)) return SIZE_MAX;
+  if (n < sizeof(std::uint64_t) && static_cast<std::uint64_t>(payload_len) >> (8 * n) != 0) return SIZE_MAX;
+  std::uint64_t v = payload_len;
+  for (unsigned i = n; i-- > 0; v >>= 8) hdr[i] = static_cast<char>(static_cast<unsigned char>(v & 0xff));
+  return n;
+}
+
+// --- buffer management -------------------------------------------------------------------
+
+void Framer::resize(FrameState& st, std::uint32_t cap, bool keep) {
+  if (cap == st.cap_) return;
+  if (cap == 0 || !keep) {
+    std::free(st.buf_);
+    st.buf_ = nullptr;
+    st.cap_ = 0;
+    if (cap == 0) return;
+  }
+  // realloc(nullptr, n) is malloc(n); realloc only when the contents must survive.
+  void* p = std::realloc(st.buf_, cap);
+  if (p == nullptr) throw std::bad_alloc();
+#ifdef ESOCKETS_FRAMER_TEST_COUNTERS
+  ++framer_test_counters.allocations;
+  framer_test_counters.largest_allocation = std::max<std::uint64_t>(framer_test_counters.largest_allocation, cap);
+#endif
+  st.buf_ = static_cast<char*>(p);
+  st.cap_ = cap;
+}
+
+void Framer::fail(FrameState& st, FrameError e) {
+  // The stream cannot be resynchronised, so whatever is buffered is garbage: free it now.
+  st.clear();
+  st.error_ = e;
+}
+
+std::uint32_t Framer::line_capacity(std::uint32_t n) const {
+  // Doubling from a small floor keeps a dripped line at O(log n) reallocations, and the
+  // max_frame cap holds because a partial line longer than max_frame is already an error.
+  const std::uint64_t want = std::max<std::uint64_t>(std::uint64_t{n} * 2, 128);
+  return static_cast<std::uint32_t>(std::max<std::uint64_t>(n, std::min<std::uint64_t>(want, max_frame())));
+}
+
+void Framer::grow_line(FrameState& st, std::uint32_t need) const {
+  if (need <= st.cap_) return;
+  const std::uint64_t doubled = std::uint64_t{st.cap_} * 2;
+  const auto cap = static_cast<std::uint32_t>(
+      std::max<std::uint64_t>(need, std::min<std::uint64_t>(std::max<std::uint64_t>(doubled, 128), max_frame())));
+  resize(st, cap, true);
+}
+
+std::string_view Framer::buffered_frame(const FrameState& st) const {
+  if (cfg_.kind == Framing::line) return {st.buf_, st.len_};
+  return {st.buf_ + cfg_.prefix_bytes, st.len_ - cfg_.prefix_bytes};
+}
+
+Framer::Step Framer::complete_line(FrameState& st, const char* p, std::size_t n, std::size_t& used) const {
+  // The buffered part (scan_ == len_ bytes) is known to hold no delimiter: search only p.
+  const std::uint32_t room = max_frame() - st.scan_;
+  const char* d = find_delimiter(p, std::min<std::size_t>(n, std::size_t{room} + 1));
+  const std::size_t take = d != nullptr ? static_cast<std::size_t>(d - p) : n;
+  if (take > room) {
+    fail(st, FrameError::line_too_long);
+    return Step::failed;
+  }
+  const auto total = static_cast<std::uint32_t>(st.len_ + take);
+  grow_line(st, total);
+  std::memcpy(st.buf_ + st.len_, p, take);
+  st.len_ = st.scan_ = total;
+  used = d != nullptr ? take + 1 : take;
+  return d != nullptr ? Step::complete : Step::need_more;
+}
+
+Framer::Step Framer::complete_prefixed(FrameState& st, const char* p, std::size_t n, std::size_t& used) const {
+  const std::uint32_t hdr = cfg_.prefix_bytes;
+  used = 0;
+  if (st.len_ < hdr) {
+    // Only a split header is buffered: its allocation is prefix_bytes; the exact frame size
+    // is allocated once the header is complete, and only if it passes the max_frame check.
+    if (st.cap_ < hdr) resize(st, hdr, true);
+    used = std::min<std::size_t>(hdr - st.len_, n);
+    std::memcpy(st.buf_ + st.len_, p, used);
+    st.len_ += static_cast<std::uint32_t>(used);
+    if (st.len_ < hdr) return Step::need_more;
+    const std::uint64_t len = read_length(st.buf_);
+    if (len > max_frame()) {
+      fail(st, FrameError::frame_too_long);
+      return Step::failed;
+    }
+    resize(st, static_cast<std::uint32_t>(hdr + len), true);
+  }
+  const auto total = static_cast<std::uint32_t>(hdr + read_length(st.buf_));
+  const std::size_t take = std::min<std::size_t>(total - st.len_, n - used);
+  std::memcpy(st.buf_ + st.len_, p + used, take);
+  st.len_ += static_cast<std::uint32_t>(take);
+  used += take;
+  return st.len_ == total ? Step::complete : Step::need_more;
+}
+
+void Framer::store_partial(FrameState& st, const char* p, std::size_t n) const {
+  if (n == 0) {
+    resize(st, 0, false);
+    st.len_ = st.scan_ = 0;
+    return;
+  }
+  // n <= max_frame (line) or < prefix + max_frame (LP): the run that left it checked that.
+  const auto len = static_cast<std::uint32_t>(n);
+  if (cfg_.kind == Framing::line) {
+    const std::uint32_t want = line_capacity(len);
+    // Reuse the allocation of the frame just completed unless it is far too big.
+    const bool reuse = st.cap_ >= len && std::uint64_t{st.cap_} <= std::min<std::uint64_t>(std::uint64_t{want} * 4, max_frame());
+    if (!reuse) resize(st, want, false);
+    st.scan_ = len;
+  } else {
+    const std::uint32_t hdr = cfg_.prefix_bytes;
+    resize(st, len >= hdr ? static_cast<std::uint32_t>(hdr + read_length(p)) : hdr, false);
+    st.scan_ = 0;
+  }
+  std::memcpy(st.buf_, p, n);
+  st.len_ = len;
+}
+
+void Framer::drop_front(FrameState& st, std::size_t off) {
+  const auto rest = static_cast<std::uint32_t>(st.len_ - off);
+  if (rest == 0) {
+    st.clear();
+    return;
+  }
+  if (off != 0) std::memmove(st.buf_, st.buf_ + off, rest);
+  st.len_ = rest;
+  st.scan_ = 0;
+}
+
+void Framer::keep_partial(FrameState& st, std::size_t off) const {
+  drop_front(st, off);
+  st.held_ = false;
+  if (st.len_ == 0) return;
+  // The held buffer may be much larger than one partial frame: bring it back to the size a
+  // partial frame gets when it is stored by feed_direct.
+  if (cfg_.kind == Framing::line) {
+    const std::uint32_t want = line_capacity(st.len_);
+    if (std::uint64_t{st.cap_} > std::min<std::uint64_t>(std::uint64_t{want} * 4, max_frame())) resize(st, want, true);
+    st.scan_ = st.len_;
+  } else {
+    const std::uint32_t hdr = cfg_.prefix_bytes;
+    resize(st, st.len_ >= hdr ? static_cast<std::uint32_t>(hdr + read_length(st.buf_)) : hdr, true);
+  }
+}
+
+void Framer::hold(FrameState& st, const char* p, std::size_t n) {
+  st.len_ = st.scan_ = 0;
+  st.held_ = false;
+  if (n == 0) {
+    resize(st, 0, false);
+    return;
+  }
+  if (n > UINT32_MAX) throw std::length_error("esockets framer: held input exceeds 4 GiB");
+  const auto len = static_cast<std::uint32_t>(n);
+  if (st.cap_ < len || st.cap_ / 4 > len) resize(st, len, false);
+  std::memcpy(st.buf_, p, n);
+  st.len_ = len;
+  st.held_ = true;
+}
+
+void Framer::append_held(FrameState& st, const char* p, std::size_t n) {
+  // Only reached when the caller feeds while input is held (it should resume first); the
+  // held total is bounded by what the caller chooses to read, not by max_frame.
+  if (n > UINT32_MAX - st.len_) throw std::length_error("esockets framer: held input exceeds 4 GiB");
+  const auto need = static_cast<std::uint32_t>(st.len_ + n);
+  if (need > st.cap_) {
+    const std::uint64_t doubled = std::uint64_t{st.cap_} * 2;
+    resize(st, static_cast<std::uint32_t>(std::min<std::uint64_t>(std::max<std::uint64_t>(need, doubled), UINT32_MAX)), true);
+  }
+  std::memcpy(st.buf_ + st.len_, p, n);
+  st.len_ = need;
+  st.scan_ = 0;
+  st.held_ = true;
+}
+
+}  // namespace esockets::detail

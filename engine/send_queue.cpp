@@ -1,0 +1,143 @@
+#include "send_queue.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace esockets::detail {
+
+SendBlock* make_block(std::size_t cap) {
+  void* mem = std::malloc(sizeof(SendBlock) + cap);
+  if (mem == nullptr) throw std::bad_alloc();
+  auto* b = static_cast<SendBlock*>(mem);
+  b->next = nullptr;
+  b->begin = 0;
+  b->end = 0;
+  b->cap = static_cast<std::uint32_t>(cap);
+  b->pad_ = 0;
+  return b;
+}
+
+void free_block(SendBlock* b) { std::free(b); }
+
+BlockPool::~BlockPool() {
+  for (SendBlock* b : free_) free_block(b);
+}
+
+SendBlock* BlockPool::get(std::size_t need) {
+  if (need <= kStandard) {
+    if (!free_.empty()) {
+      SendBlock* b = free_.back();
+      free_.pop_back();
+      b->next = nullptr;
+      b->begin = b->end = 0;
+      return b;
+    }
+    return make_block(kStandard);
+  }
+  return make_block(need);
+}
+
+void BlockPool::put(SendBlock* b) {
+  // Keep a bounded number: enough for a busy pass, not a hoard after a burst.
+  if (b->cap == kStandard && free_.size() < 256) {
+    free_.push_back(b);
+  } else {
+    free_block(b);
+  }
+}
+
+void SendQueue::append(const char* p, std::size_t n, BlockPool& pool) {
+  while (n > 0) {
+    if (tail_ == nullptr || tail_->end == tail_->cap) {
+      SendBlock* b = pool.get(n);
+      if (tail_ != nullptr) {
+        tail_->next = b;
+      } else {
+        head_ = b;
+      }
+      tail_ = b;
+    }
+    std::size_t room = tail_->cap - tail_->end;
+    std::size_t k = n < room ? n : room;
+    std::memcpy(tail_->data() + tail_->end, p, k);
+    tail_->end += static_cast<std::uint32_t>(k);
+    bytes_ += k;
+    p += k;
+    n -= k;
+  }
+}
+
+void SendQueue::adopt(SendBlock* b, BlockPool& pool) {
+  std::size_t n = b->size();
+  if (tail_ != nullptr && n <= static_cast<std::size_t>(tail_->cap - tail_->end)) {
+    std::memcpy(tail_->data() + tail_->end, b->data() + b->begin, n);
+    tail_->end += static_cast<std::uint32_t>(n);
+    bytes_ += n;
+    free_block(b);
+    return;
+  }
+  if (n == 0) {
+    free_block(b);
+    return;
+  }
+  b->next = nullptr;
+  if (tail_ != nullptr) {
+    tail_->next = b;
+  } else {
+    head_ = b;
+  }
+  tail_ = b;
+  bytes_ += n;
+  (void)pool;
+}
+
+int SendQueue::gather(iovec* iov, int max) const {
+  int k = 0;
+  for (SendBlock* b = head_; b != nullptr && k < max; b = b->next) {
+    if (b->size() == 0) continue;
+    iov[k].iov_base = b->data() + b->begin;
+    iov[k].iov_len = b->size();
+    ++k;
+  }
+  return k;
+}
+
+void SendQueue::consume(std::size_t n, BlockPool& pool) {
+  bytes_ -= n;
+  while (n > 0 && head_ != nullptr) {
+    std::size_t sz = head_->size();
+    if (n < sz) {
+      head_->begin += static_cast<std::uint32_t>(n);
+      return;
+    }
+    n -= sz;
+    SendBlock* next = head_->next;
+    pool.put(head_);
+    head_ = next;
+  }
+  // Drop blocks emptied exactly at a boundary.
+  while (head_ != nullptr && head_->size() == 0 && head_ != tail_) {
+    SendBlock* next = head_->next;
+    pool.put(head_);
+    head_ = next;
+  }
+  if (head_ == nullptr) {
+    tail_ = nullptr;
+  } else if (bytes_ == 0) {
+    pool.put(head_);
+    head_ = tail_ = nullptr;
+  }
+}
+
+void SendQueue::clear(BlockPool& pool) {
+  while (head_ != nullptr) {
+    SendBlock* next = head_->next;
+    pool.put(head_);
+    head_ = next;
+  }
+  tail_ = nullptr;
+  bytes_ = 0;
+}
+
+}  // namespace esockets::detail

@@ -1,0 +1,66 @@
+// SendQueue: a connection's pending output as a chain of heap blocks, gathered into one
+// sendmsg() per flush. An idle connection's queue owns no memory.
+// Thread: owner shard only (blocks may be allocated on any thread and adopted here).
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace esockets::detail {
+
+// One block: header followed by cap bytes. Made by make_block() on any thread.
+struct SendBlock {
+  SendBlock* next;
+  std::uint32_t begin;  // first unsent byte
+  std::uint32_t end;    // one past the last byte
+  std::uint32_t cap;
+  std::uint32_t pad_;
+  char* data() { return reinterpret_cast<char*>(this + 1); }
+  std::uint32_t size() const { return end - begin; }
+};
+
+SendBlock* make_block(std::size_t cap);
+void free_block(SendBlock* b);
+
+// A small per-shard cache of standard-size blocks so steady echo traffic does not hit malloc.
+class BlockPool {
+ public:
+  static constexpr std::size_t kStandard = 16 * 1024 - sizeof(SendBlock) - 16;
+  ~BlockPool();
+  SendBlock* get(std::size_t need);
+  void put(SendBlock* b);
+
+ private:
+  std::vector<SendBlock*> free_;
+};
+
+class SendQueue {
+ public:
+  SendQueue() = default;
+  SendQueue(const SendQueue&) = delete;
+  SendQueue& operator=(const SendQueue&) = delete;
+
+  std::size_t bytes() const { return bytes_; }
+  bool empty() const { return bytes_ == 0; }
+
+  /// Copies bytes, filling the tail block first.
+  void append(const char* p, std::size_t n, BlockPool& pool);
+  /// Adopts a block made elsewhere (a cross-thread send); small ones are copied into the tail.
+  void adopt(SendBlock* b, BlockPool& pool);
+  /// Fills up to max iovecs from the head; returns how many.
+  int gather(iovec* iov, int max) const;
+  /// Drops n sent bytes from the head, returning emptied blocks to the pool.
+  void consume(std::size_t n, BlockPool& pool);
+  /// Frees everything (connection gone).
+  void clear(BlockPool& pool);
+
+ private:
+  SendBlock* head_ = nullptr;
+  SendBlock* tail_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+}  // namespace esockets::detail

@@ -1,0 +1,31 @@
+#include "esockets/server.hpp"
+
+#include "server_core.hpp"
+
+namespace esockets {
+
+Server::Server(Handler& handler, ServerOptions options)
+    : core_(std::make_unique<detail::ServerCore>(*this, handler, std::move(options))) {}
+
+Server::~Server() = default;
+
+void Server::start() { core_->start(); }
+void Server::stop() { core_->stop(); }
+void Server::wait() { core_->wait(); }
+bool Server::running() const { return core_->running(); }
+std::uint16_t Server::port() const { return core_->port(); }
+const ServerOptions& Server::options() const { return core_->options(); }
+
+SendStatus Server::send(ConnectionId id, Bytes bytes) { return core_->send(id, bytes, false); }
+SendStatus Server::send_frame(ConnectionId id, Bytes message) {
+  return core_->send(id, message, true);
+}
+SendStatus Server::close(ConnectionId id) { return core_->close(id, CloseReason::closed_by_server); }
+std::size_t Server::broadcast(Bytes bytes) { return core_->broadcast(bytes); }
+std::size_t Server::client_count() const { return core_->client_count(); }
+void Server::for_each_client(const std::function<void(ConnectionId)>& fn) const {
+  core_->for_each_client(fn);
+}
+Stats Server::stats() const { return core_->stats(); }
+
+}  // namespace esockets

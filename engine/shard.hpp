@@ -1,0 +1,167 @@
+// Shard: one reactor thread with its own epoll instance, SO_REUSEPORT listener and
+// connection table.
+// Thread: the thread body and every *_local method run on the shard's own thread only
+// (asserted in debug builds); post(), notify(), table().live() and counters are safe from any
+// thread.
+//
+// Loop phases, in order, each pass (run()):
+//   1. epoll_wait (no timeout when work is pending; a coarse tick when timers are armed)
+//   2. events: listener -> accept; wakeup fd -> drain; connection -> read / write / hangup
+//      (an event whose id is no longer live, e.g. closed earlier in this batch, is dropped)
+//   3. commands from workers (spsc) and from any thread (mpsc), in batches
+//   4. worker outboxes pushed; connections paused by flow control resumed below the low mark
+//   5. stop protocol and timers (closing/lingering deadlines, accept re-arm)
+//   6. flush: every dirty connection written with one sendmsg; closes completed
+//   7. records of closed connections freed (never during a pass, so references stay valid)
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "conn.hpp"
+#include "connection_table.hpp"
+#include "framer.hpp"
+#include "mailbox.hpp"
+#include "shard_stats.hpp"
+#include "wakeup.hpp"
+
+namespace esockets::detail {
+
+class ServerCore;
+
+class Shard {
+ public:
+  Shard(ServerCore& core, std::uint32_t index, int listen_fd);
+  ~Shard();
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  void start();
+  void join();
+  /// Any thread: begin the stop protocol.
+  void request_stop();
+
+  std::uint32_t index() const { return index_; }
+  const ConnectionTable& table() const { return table_; }
+  ShardCounters& counters() { return counters_; }
+  const ShardCounters& counters() const { return counters_; }
+
+  /// Any thread: queue a command from a thread that is not a worker; false if the inbox is full.
+  bool post(const Command& c);
+  /// Any thread: wake the shard if it sleeps.
+  void notify() { wake_.notify(); }
+
+  /// Worker w's queue of commands into this shard (worker w is its only producer).
+  CommandQueue& from_worker(unsigned w) { return *from_workers_[w]; }
+  /// This shard's queue of events to worker w (this shard is its only producer).
+  EventQueue& to_worker(unsigned w) { return *to_workers_[w]; }
+  /// Worker w sets this back to false and notifies once its queue from us drained.
+  std::atomic<bool>& drain_wanted(unsigned w) { return *drain_wanted_[w]; }
+
+  // Owner thread only: direct paths used when a handler runs on this shard.
+  SendStatus send_local(ConnectionId id, SendBlock* block);
+  SendStatus send_local(ConnectionId id, const char* p, std::size_t n);
+  SendStatus close_local(ConnectionId id, CloseReason reason);
+  SendStatus pause_local(ConnectionId id, bool pause);
+  void broadcast_local(const char* p, std::size_t n);
+  bool on_own_thread() const;
+
+ private:
+  enum class Phase : std::uint8_t { serving, draining, closing, done };
+
+  void run();
+  void dispatch(const epoll_event& ev);
+  bool inbound_pending() const;
+  int next_timeout_ms() const;
+
+  // shard_io.cpp: the connection state machine.
+  void accept_ready();
+  void pause_accepting(std::int64_t until_ms);
+  void resume_accepting();
+  void readable(Conn* c);
+  void linger_readable(Conn* c);
+  void deliver(Conn* c, const char* p, std::size_t n);
+  bool deliver_frame(Conn* c, std::string_view frame);
+  void on_eof(Conn* c);
+  void writable(Conn* c);
+  void flush(Conn* c);
+  void append(Conn* c, const char* p, std::size_t n);
+  void adopt(Conn* c, SendBlock* b);
+  bool over_cap(Conn* c, std::size_t more);
+  void close_slow_consumer(Conn* c);
+  void after_output_change(Conn* c);
+  void mark_dirty(Conn* c);
+  void update_interest(Conn* c);
+  void begin_close(Conn* c, CloseReason reason);
+  void finish_close(Conn* c);
+  void abort_conn(Conn* c, CloseReason reason);
+  void retire(Conn* c, CloseReason reason);
+  void close_fd(Conn* c);
+  void set_deadline(Conn* c, std::int64_t at_ms);
+  void resume_reading(Conn* c);
+  void set_user_pause(Conn* c, bool pause);
+
+  // shard.cpp: cross-thread traffic and lifecycle.
+  void apply(const Command& cmd);
+  void drain_commands();
+  void emit(unsigned worker, const Event& e);
+  void service_workers();
+  void advance_stop();
+  void sweep_timers();
+  void flush_dirty();
+  void free_graveyard();
+  void warn(const std::string& msg);
+  template <class Fn>
+  void call_handler(Conn* c, Fn&& fn);
+
+  ServerCore& core_;
+  const std::uint32_t index_;
+  int listen_fd_;
+  int epfd_ = -1;
+  Wakeup wake_{true};
+  ConnectionTable table_;
+  Framer framer_;  // this shard's copy (framing config is immutable)
+  ShardCounters counters_;
+  CommandInbox inbox_;
+  std::vector<std::unique_ptr<CommandQueue>> from_workers_;
+  std::vector<std::unique_ptr<EventQueue>> to_workers_;
+  std::vector<std::unique_ptr<std::atomic<bool>>> drain_wanted_;
+  std::thread thread_;
+  std::atomic<bool> stop_requested_{false};
+
+  // Owner-only state.
+  struct Outbox {
+    std::vector<Event> items;
+    std::size_t head = 0;
+    std::vector<ConnectionId> flow_paused;
+    bool empty() const { return head == items.size(); }
+    std::size_t size() const { return items.size() - head; }
+  };
+  std::vector<Outbox> outboxes_;
+  std::unique_ptr<char[]> rbuf_;
+  std::size_t rbuf_size_ = 0;
+  BlockPool pool_;
+  std::vector<Conn*> dirty_;
+  std::vector<ConnectionId> timed_;
+  std::vector<Conn*> graveyard_;
+  std::vector<Command> cmd_batch_;
+  Phase phase_ = Phase::serving;
+  unsigned barrier_acks_ = 0;
+  bool accept_paused_ = false;
+  std::int64_t accept_resume_ms_ = 0;
+  std::uint32_t fd_epoch_seen_ = 0;
+  std::int64_t now_ms_ = 0;
+  std::int64_t last_sweep_ms_ = 0;
+  std::int64_t stop_deadline_ms_ = 0;
+  std::int64_t warn_window_ms_ = 0;
+  unsigned warn_in_window_ = 0;
+  std::uint64_t warn_suppressed_ = 0;
+};
+
+}  // namespace esockets::detail

@@ -1,0 +1,539 @@
+// The per-connection state machine of a shard: accept, read and frame, write, close.
+// Thread: owner shard only.
+//
+//   open --EOF--> half_closed --eof_ack--> closing --output flushed--> (retire) --> closed
+//     |                                       ^        \--FIN owed, input unread--> lingering
+//     +--close()/error/timeout----------------+                                        |
+//   errors (RST, EPIPE) skip straight to retire + close; lingering ends at the peer's FIN
+//   or at linger_timeout.
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "server_core.hpp"
+#include "shard.hpp"
+#include "socket_ops.hpp"
+#include "worker.hpp"
+
+namespace esockets::detail {
+
+namespace {
+constexpr int kAcceptBudget = 256;
+constexpr int kReadBudget = 16;            // reads per readable event (fairness)
+constexpr int kIovMax = 64;
+constexpr std::int64_t kAcceptRetryMs = 100;  // fallback re-arm after EMFILE
+constexpr std::uint64_t kListenerTag = ConnectionId(0, 0xffffff, 0).value();
+}  // namespace
+
+template <class Fn>
+void Shard::call_handler(Conn* c, Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& ex) {
+    warn("handler threw for " + c->pub.getip() + ": " + ex.what());
+    begin_close(c, CloseReason::handler_exception);
+  } catch (...) {
+    warn("handler threw a non-std exception for " + c->pub.getip());
+    begin_close(c, CloseReason::handler_exception);
+  }
+}
+
+// ---------------------------------------------------------------- accept
+
+void Shard::accept_ready() {
+  if (accept_paused_ || listen_fd_ < 0 || phase_ != Phase::serving) return;
+  const bool inline_mode = outboxes_.empty();
+  for (int i = 0; i < kAcceptBudget; ++i) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      const int err = errno;
+      switch (classify_accept_errno(err)) {
+        case AcceptFailure::again:
+          return;
+        case AcceptFailure::retry:
+          continue;
+        case AcceptFailure::exhausted:
+          counters_.accept_errors.add();
+          warn(errno_message("accept failed, pausing accepts until a connection closes", err));
+          pause_accepting(now_ms_ + kAcceptRetryMs);
+          return;
+        case AcceptFailure::other:
+          counters_.accept_errors.add();
+          warn(errno_message("accept failed", err));
+          return;
+      }
+    }
+    counters_.accepts.add();
+    auto& in_use = core_.fds_in_use();
+    if (static_cast<std::size_t>(fd) >= table_.capacity() ||
+        in_use.load(std::memory_order_relaxed) >= core_.max_connections()) {
+      counters_.refused.add();
+      counters_.closes[static_cast<std::size_t>(CloseReason::refused)].add();
+      warn("connection refused: max_connections (" + std::to_string(core_.max_connections()) +
+           ") reached");
+      ::close(fd);
+      continue;
+    }
+    in_use.fetch_add(1, std::memory_order_relaxed);
+    if (core_.options().tcp_nodelay) set_nodelay(fd);
+
+    Conn* c = new Conn;
+    c->pub.core_ = &core_;
+    c->pub.fd_ = fd;
+    c->pub.peer_ = to_peer_address(ss);
+    c->pub.id_ = table_.open(static_cast<std::uint32_t>(fd), c);
+    c->armed = EPOLLIN;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = c->id().value();
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      warn(errno_message("epoll_ctl(ADD) failed for an accepted socket", errno));
+      table_.clear(static_cast<std::uint32_t>(fd));
+      ::close(fd);
+      in_use.fetch_sub(1, std::memory_order_relaxed);
+      counters_.closes[static_cast<std::size_t>(CloseReason::io_error)].add();
+      delete c;
+      continue;
+    }
+    counters_.connections.add();
+    if (inline_mode) {
+      bool ok = true;
+      call_handler(c, [&] { ok = core_.handler().on_client_connect(c->pub); });
+      if (!ok && c->state == ConnState::open) begin_close(c, CloseReason::refused);
+    } else {
+      const unsigned nw = static_cast<unsigned>(outboxes_.size());
+      c->worker = static_cast<std::uint8_t>((static_cast<unsigned>(fd) * 2654435761u >> 8) % nw);
+      auto* peer = new PeerAddress(c->pub.peer_);
+      emit(c->worker, Event{c->id().value(), peer, static_cast<std::uint32_t>(fd),
+                            EventKind::connect, 0});
+    }
+  }
+}
+
+void Shard::pause_accepting(std::int64_t until_ms) {
+  if (accept_paused_) return;
+  epoll_event ev{};
+  ev.events = 0;
+  ev.data.u64 = kListenerTag;
+  ::epoll_ctl(epfd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+  accept_paused_ = true;
+  accept_resume_ms_ = until_ms;
+}
+
+void Shard::resume_accepting() {
+  if (!accept_paused_ || listen_fd_ < 0) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kListenerTag;
+  ::epoll_ctl(epfd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+  accept_paused_ = false;
+}
+
+// ---------------------------------------------------------------- read
+
+void Shard::readable(Conn* c) {
+  const ConnectionId id = c->id();
+  for (int i = 0; i < kReadBudget; ++i) {
+    ssize_t n = ::recv(c->fd(), rbuf_.get(), rbuf_size_, 0);
+    if (n > 0) {
+      counters_.bytes_in.add(static_cast<std::uint64_t>(n));
+      deliver(c, rbuf_.get(), static_cast<std::size_t>(n));
+      if (table_.find(id) != c || !c->reading()) return;
+      if (static_cast<std::size_t>(n) < rbuf_size_) return;  // drained: skip the EAGAIN call
+      continue;
+    }
+    if (n == 0) {
+      on_eof(c);
+      return;
+    }
+    const int err = errno;
+    switch (classify_io_errno(err)) {
+      case IoFailure::again:
+        return;
+      case IoFailure::interrupted:
+        continue;
+      case IoFailure::reset:
+        abort_conn(c, CloseReason::reset);
+        return;
+      case IoFailure::other:
+        warn(errno_message(("read failed for " + c->pub.getip()).c_str(), err));
+        abort_conn(c, CloseReason::io_error);
+        return;
+    }
+  }
+}
+
+void Shard::linger_readable(Conn* c) {
+  for (int i = 0; i < kReadBudget; ++i) {
+    ssize_t n = ::recv(c->fd(), rbuf_.get(), rbuf_size_, 0);
+    if (n > 0) continue;  // unread input is discarded so close() sends FIN, not RST
+    if (n < 0 && classify_io_errno(errno) == IoFailure::again) return;
+    if (n < 0 && classify_io_errno(errno) == IoFailure::interrupted) continue;
+    close_fd(c);
+    return;
+  }
+}
+
+bool Shard::deliver_frame(Conn* c, std::string_view frame) {
+  counters_.messages_in.add();
+  if (outboxes_.empty()) {
+    call_handler(c, [&] { core_.handler().on_message_recv(c->pub, frame); });
+    return c->reading();
+  }
+  void* copy = nullptr;
+  if (!frame.empty()) {
+    copy = std::malloc(frame.size());
+    if (copy == nullptr) {
+      warn("out of memory copying a message for " + c->pub.getip());
+      begin_close(c, CloseReason::io_error);
+      return false;
+    }
+    std::memcpy(copy, frame.data(), frame.size());
+  }
+  Outbox& ob = outboxes_[c->worker];
+  emit(c->worker, Event{c->id().value(), copy, static_cast<std::uint32_t>(frame.size()),
+                        EventKind::message, 0});
+  if (!ob.empty() && ob.size() > core_.options().worker_queue_capacity / 8 && !c->flow_paused) {
+    // The worker is behind: stop reading this client (TCP pushes back) until it catches up.
+    c->flow_paused = true;
+    if (!c->user_paused) counters_.paused.add();
+    ob.flow_paused.push_back(c->id());
+    mark_dirty(c);  // re-evaluates the epoll mask during flush
+  }
+  return true;  // frames already read are never dropped: deliver the rest of this chunk
+}
+
+void Shard::deliver(Conn* c, const char* p, std::size_t n) {
+  FeedStatus st = framer_.feed(c->frame, p, n, [&](std::string_view f) { return deliver_frame(c, f); });
+  if (st == FeedStatus::error) {
+    warn(std::string("framing error from ") + c->pub.getip() + ": " + to_string(c->frame.error()));
+    c->frame.clear();
+    begin_close(c, CloseReason::framing_error);
+  }
+}
+
+void Shard::on_eof(Conn* c) {
+  c->peer_eof = true;
+  if (outboxes_.empty()) {
+    begin_close(c, CloseReason::peer_closed);
+    return;
+  }
+  // Workers may still be answering earlier messages: close after they acknowledge.
+  c->state = ConnState::half_closed;
+  update_interest(c);
+  emit(c->worker, Event{c->id().value(), nullptr, 0, EventKind::eof, 0});
+}
+
+void Shard::resume_reading(Conn* c) {
+  if (!c->reading()) return;
+  if (c->frame.has_pending_frames()) {
+    const ConnectionId id = c->id();
+    FeedStatus st =
+        framer_.resume(c->frame, [&](std::string_view f) { return deliver_frame(c, f); });
+    if (table_.find(id) != c) return;
+    if (st == FeedStatus::error) {
+      begin_close(c, CloseReason::framing_error);
+      return;
+    }
+  }
+  if (c->hup) c->hup = false;  // re-register; the kernel reports the hang-up again after reads
+  mark_dirty(c);
+}
+
+void Shard::set_user_pause(Conn* c, bool pause) {
+  if (c->user_paused == pause) return;
+  c->user_paused = pause;
+  if (!c->flow_paused) {
+    if (pause) {
+      counters_.paused.add();
+    } else {
+      counters_.paused.sub();
+    }
+  }
+  if (pause) {
+    mark_dirty(c);
+  } else {
+    resume_reading(c);
+  }
+}
+
+// ---------------------------------------------------------------- write
+
+bool Shard::over_cap(Conn* c, std::size_t more) {
+  return c->out.bytes() + more > core_.options().output_hard_cap;
+}
+
+void Shard::append(Conn* c, const char* p, std::size_t n) {
+  c->out.append(p, n, pool_);
+  counters_.messages_out.add();
+  counters_.output_bytes.add(n);
+  mark_dirty(c);  // watermark callbacks run from flush(), never inside the caller's send()
+}
+
+void Shard::adopt(Conn* c, SendBlock* b) {
+  const std::size_t n = b->size();
+  c->out.adopt(b, pool_);
+  counters_.messages_out.add();
+  counters_.output_bytes.add(n);
+  mark_dirty(c);
+}
+
+void Shard::after_output_change(Conn* c) {
+  const auto& o = core_.options();
+  const std::size_t q = c->out.bytes();
+  EventKind k;
+  if (!c->above_high && q >= o.output_high_watermark) {
+    c->above_high = true;
+    k = EventKind::output_high;
+  } else if (c->above_high && q <= o.output_low_watermark) {
+    c->above_high = false;
+    k = EventKind::output_low;
+  } else {
+    return;
+  }
+  if (c->state != ConnState::open && c->state != ConnState::half_closed) return;
+  if (outboxes_.empty()) {
+    call_handler(c, [&] {
+      if (k == EventKind::output_high) {
+        core_.handler().on_output_high(c->pub);
+      } else {
+        core_.handler().on_output_low(c->pub);
+      }
+    });
+  } else {
+    emit(c->worker, Event{c->id().value(), nullptr, 0, k, 0});
+  }
+}
+
+void Shard::mark_dirty(Conn* c) {
+  if (c->dirty) return;
+  c->dirty = true;
+  dirty_.push_back(c);
+}
+
+void Shard::writable(Conn* c) { flush(c); }
+
+void Shard::flush(Conn* c) {
+  after_output_change(c);
+  if (table_.find(c->id()) != c) return;
+  while (!c->out.empty()) {
+    iovec iov[kIovMax];
+    const int cnt = c->out.gather(iov, kIovMax);
+    msghdr m{};
+    m.msg_iov = iov;
+    m.msg_iovlen = static_cast<std::size_t>(cnt);
+    ssize_t n = ::sendmsg(c->fd(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      std::size_t gathered = 0;
+      for (int i = 0; i < cnt; ++i) gathered += iov[i].iov_len;
+      c->out.consume(static_cast<std::size_t>(n), pool_);
+      counters_.bytes_out.add(static_cast<std::uint64_t>(n));
+      counters_.output_bytes.sub(static_cast<std::uint64_t>(n));
+      if (c->state == ConnState::closing && c->deadline_ms != 0) {
+        // Progress: a slow but reading peer gets a fresh deadline.
+        c->deadline_ms = now_ms_ + core_.options().linger_timeout.count();
+      }
+      after_output_change(c);
+      if (table_.find(c->id()) != c) return;
+      if (static_cast<std::size_t>(n) < gathered) break;  // socket buffer full
+      continue;
+    }
+    const int err = errno;
+    IoFailure f = classify_io_errno(err);
+    if (f == IoFailure::interrupted) continue;
+    if (f == IoFailure::again) break;
+    if (f == IoFailure::other) warn(errno_message(("send failed for " + c->pub.getip()).c_str(), err));
+    abort_conn(c, f == IoFailure::reset ? CloseReason::reset : CloseReason::io_error);
+    return;
+  }
+  if (c->out.empty() && c->state == ConnState::closing) {
+    finish_close(c);
+    return;
+  }
+  update_interest(c);
+}
+
+void Shard::update_interest(Conn* c) {
+  std::uint32_t want = 0;
+  if (c->state == ConnState::lingering) {
+    want = EPOLLIN;
+  } else {
+    if (c->reading() && !c->hup) want |= EPOLLIN;
+    if (!c->out.empty()) want |= EPOLLOUT;
+  }
+  const bool should_register = !(c->hup && want == 0);
+  if (should_register == c->registered && want == c->armed) return;
+  epoll_event ev{};
+  ev.events = want;
+  ev.data.u64 = c->state == ConnState::lingering
+                    ? ConnectionId(index_, static_cast<std::uint32_t>(c->fd()), 0).value()
+                    : c->id().value();
+  int op = !should_register ? EPOLL_CTL_DEL : (c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD);
+  if (::epoll_ctl(epfd_, op, c->fd(), &ev) != 0) {
+    warn(errno_message("epoll_ctl failed", errno));
+  }
+  c->registered = should_register;
+  c->armed = should_register ? want : 0;
+}
+
+// ---------------------------------------------------------------- close
+
+void Shard::set_deadline(Conn* c, std::int64_t at_ms) {
+  c->deadline_ms = at_ms;
+  if (!c->timed) {
+    c->timed = true;
+    timed_.push_back(c->state == ConnState::lingering
+                         ? ConnectionId(index_, static_cast<std::uint32_t>(c->fd()), 0)
+                         : c->id());
+  }
+}
+
+void Shard::begin_close(Conn* c, CloseReason reason) {
+  if (c->state == ConnState::closing || c->state == ConnState::lingering) return;
+  c->state = ConnState::closing;
+  c->reason = reason;
+  c->frame.clear();
+  if (!c->out.empty()) {
+    const auto& o = core_.options();
+    set_deadline(c, now_ms_ + (reason == CloseReason::shutdown ? o.shutdown_timeout.count()
+                                                               : o.linger_timeout.count()));
+  }
+  mark_dirty(c);  // flush() finishes the close once the output is out
+}
+
+void Shard::finish_close(Conn* c) {
+  // Everything owed was sent. If the peer may still be sending, closing now would answer
+  // its data with RST and could destroy our last bytes in flight: send FIN and drain first.
+  const bool linger = !c->peer_eof && c->reason != CloseReason::reset &&
+                      c->reason != CloseReason::io_error && c->reason != CloseReason::refused;
+  retire(c, c->reason);
+  if (!linger || c->hup || !c->registered) {
+    close_fd(c);
+    return;
+  }
+  ::shutdown(c->fd(), SHUT_WR);
+  c->state = ConnState::lingering;
+  c->timed = false;
+  c->hup = false;
+  c->registered = true;
+  c->armed = ~0u;  // force the MOD that re-tags the epoll data
+  update_interest(c);
+  const auto& o = core_.options();
+  std::int64_t until = now_ms_ + o.linger_timeout.count();
+  if (phase_ != Phase::serving && stop_deadline_ms_ < until) until = stop_deadline_ms_;
+  set_deadline(c, until);
+}
+
+void Shard::abort_conn(Conn* c, CloseReason reason) {
+  if (c->state == ConnState::lingering) {
+    close_fd(c);
+    return;
+  }
+  c->state = ConnState::closing;
+  c->reason = reason;
+  retire(c, reason);
+  close_fd(c);
+}
+
+void Shard::retire(Conn* c, CloseReason reason) {
+  // The identity ends here: ids become stale, the handler hears about it exactly once.
+  const ConnectionId id = c->id();
+  table_.retire(id.slot());
+  counters_.connections.sub();
+  if (c->user_paused || c->flow_paused) counters_.paused.sub();
+  counters_.closes[static_cast<std::size_t>(reason)].add();
+  counters_.output_bytes.sub(c->out.bytes());
+  c->out.clear(pool_);
+  c->frame.clear();
+  if (outboxes_.empty()) {
+    try {
+      core_.handler().on_client_disconnect(c->pub, reason);
+    } catch (const std::exception& ex) {
+      warn(std::string("on_client_disconnect threw: ") + ex.what());
+    } catch (...) {
+      warn("on_client_disconnect threw a non-std exception");
+    }
+  } else {
+    emit(c->worker, Event{id.value(), nullptr, 0, EventKind::disconnect,
+                          static_cast<std::uint8_t>(reason)});
+  }
+}
+
+void Shard::close_fd(Conn* c) {
+  const int fd = c->fd();
+  ::close(fd);  // also leaves the epoll set
+  table_.clear(static_cast<std::uint32_t>(fd));
+  core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
+  c->timed = false;
+  graveyard_.push_back(c);
+  core_.fd_released();
+  if (accept_paused_) resume_accepting();  // other shards notice through fd_release_epoch
+}
+
+void Shard::close_slow_consumer(Conn* c) {
+  // The peer is not reading: what is queued would never arrive in time. Drop it and close.
+  warn("output of " + c->pub.getip() + " passed output_hard_cap: closing as slow consumer");
+  counters_.output_bytes.sub(c->out.bytes());
+  c->out.clear(pool_);
+  begin_close(c, CloseReason::slow_consumer);
+}
+
+// ---------------------------------------------------------------- local entry points
+
+SendStatus Shard::send_local(ConnectionId id, SendBlock* block) {
+  Conn* c = table_.find(id);
+  if (c == nullptr || c->state == ConnState::closing || c->state == ConnState::lingering) {
+    free_block(block);
+    return SendStatus::closed;
+  }
+  if (over_cap(c, block->size())) {
+    free_block(block);
+    close_slow_consumer(c);
+    return SendStatus::backpressure;
+  }
+  adopt(c, block);
+  return SendStatus::ok;
+}
+
+SendStatus Shard::send_local(ConnectionId id, const char* p, std::size_t n) {
+  Conn* c = table_.find(id);
+  if (c == nullptr || c->state == ConnState::closing || c->state == ConnState::lingering) {
+    return SendStatus::closed;
+  }
+  if (over_cap(c, n)) {
+    close_slow_consumer(c);
+    return SendStatus::backpressure;
+  }
+  append(c, p, n);
+  return SendStatus::ok;
+}
+
+SendStatus Shard::close_local(ConnectionId id, CloseReason reason) {
+  Conn* c = table_.find(id);
+  if (c == nullptr || c->state == ConnState::closing || c->state == ConnState::lingering) {
+    return SendStatus::closed;
+  }
+  begin_close(c, reason);
+  return SendStatus::ok;
+}
+
+SendStatus Shard::pause_local(ConnectionId id, bool pause) {
+  Conn* c = table_.find(id);
+  if (c == nullptr) return SendStatus::closed;
+  set_user_pause(c, pause);
+  return SendStatus::ok;
+}
+
+void Shard::broadcast_local(const char* p, std::size_t n) {
+  table_.for_each_live([&](ConnectionId id) { (void)send_local(id, p, n); });
+}
+
+}  // namespace esockets::detail

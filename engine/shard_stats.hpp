@@ -1,0 +1,53 @@
+// ShardCounters: a shard's counters. Written by the owner shard only (plain load+store on
+// relaxed atomics, no RMW on the hot path), read by any thread for Server::stats().
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "esockets/stats.hpp"
+
+namespace esockets::detail {
+
+class Counter {
+ public:
+  void add(std::uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void sub(std::uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed); }
+  void set(std::uint64_t n) { v_.store(n, std::memory_order_relaxed); }
+  std::uint64_t get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> v_{0};
+};
+
+struct ShardCounters {
+  Counter connections, accepts, refused, accept_errors, bytes_in, bytes_out, messages_in,
+      messages_out, paused, output_bytes, warnings;
+  Counter closes[kCloseReasonCount];
+  Counter events_pushed;   // events put into worker queues (shard)
+  Counter outbox_backlog;  // events waiting for room in a worker queue (shard)
+  // Written by every worker that drains this shard's queues, so a true RMW atomic.
+  std::atomic<std::uint64_t> events_popped{0};
+
+  ShardStats snapshot() const {
+    ShardStats s;
+    s.connections = connections.get();
+    s.accepts = accepts.get();
+    s.refused = refused.get();
+    s.accept_errors = accept_errors.get();
+    s.bytes_in = bytes_in.get();
+    s.bytes_out = bytes_out.get();
+    s.messages_in = messages_in.get();
+    s.messages_out = messages_out.get();
+    s.paused = paused.get();
+    s.output_bytes = output_bytes.get();
+    s.warnings = warnings.get();
+    std::uint64_t pushed = events_pushed.get();
+    std::uint64_t popped = events_popped.load(std::memory_order_relaxed);
+    s.worker_queue_depth = (pushed > popped ? pushed - popped : 0) + outbox_backlog.get();
+    for (std::size_t i = 0; i < kCloseReasonCount; ++i) s.closes[i] = closes[i].get();
+    return s;
+  }
+};
+
+}  // namespace esockets::detail

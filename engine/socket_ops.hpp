@@ -1,0 +1,42 @@
+// Thin syscall wrappers; errno sorted once here so the reactor reads like a state machine.
+// Thread: any (stateless functions).
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+
+#include "esockets/connection.hpp"
+
+namespace esockets::detail {
+
+// Creates a non-blocking SO_REUSEPORT listener bound to host:port and listening.
+// Throws std::system_error whose message names host:port and what to change.
+int create_listener_or_throw(const std::string& host, std::uint16_t port, int backlog);
+
+// The port a bound socket ended up on.
+std::uint16_t bound_port(int fd);
+
+// True if host is a numeric IPv4 or IPv6 address.
+bool is_numeric_host(const std::string& host);
+
+PeerAddress to_peer_address(const sockaddr_storage& ss);
+
+void set_nodelay(int fd);
+
+// Classes of errno after a failed read/write on a connected socket.
+enum class IoFailure : std::uint8_t { again, interrupted, reset, other };
+IoFailure classify_io_errno(int err);
+
+// accept4() failures: retry now, stop for this pass, or pause accepting (fd exhaustion).
+enum class AcceptFailure : std::uint8_t { again, retry, exhausted, other };
+AcceptFailure classify_accept_errno(int err);
+
+// RLIMIT_NOFILE soft limit (capped to something a table can index).
+std::size_t fd_limit();
+
+// "what (errno text)".
+std::string errno_message(const char* what, int err);
+
+}  // namespace esockets::detail

@@ -1,0 +1,9 @@
+// esockets — the whole public API in one include.
+#pragma once
+
+#include "esockets/connection.hpp"
+#include "esockets/handler.hpp"
+#include "esockets/options.hpp"
+#include "esockets/server.hpp"
+#include "esockets/stats.hpp"
+#include "esockets/types.hpp"

@@ -1,0 +1,58 @@
+// esockets — Handler: the ESocketS callbacks. Subclass it and override what you need.
+//
+// Threads: with options.workers == 0 every connection callback runs on the connection's shard
+// thread; with workers > 0 it runs on the worker the connection is bound to. For one
+// connection the callbacks never overlap and come in order: on_client_connect, then
+// on_message_recv in arrival order, then exactly one on_client_disconnect. Callbacks of
+// different connections may run concurrently on different threads. on_start,
+// on_server_shutting_down and on_server_shut_down run on the thread calling start()/stop().
+// on_warning runs on the engine thread that noticed the problem, possibly concurrently.
+// A callback that throws closes its connection with CloseReason::handler_exception.
+#pragma once
+
+#include <string_view>
+
+#include "esockets/connection.hpp"
+#include "esockets/types.hpp"
+
+namespace esockets {
+
+class Server;
+
+class Handler {
+ public:
+  virtual ~Handler() = default;
+
+  /// The listeners are bound (server.port() is valid) and serving is about to begin.
+  virtual void on_start(Server& server) { (void)server; }
+  /// A client connected. Return false to refuse it: it is closed and
+  /// on_client_disconnect(refused) follows; no message of it reaches on_message_recv.
+  virtual bool on_client_connect(Connection& conn) {
+    (void)conn;
+    return true;
+  }
+  /// One message (a read in raw framing, a frame otherwise). The bytes are valid only
+  /// during the call.
+  virtual void on_message_recv(Connection& conn, Bytes message) {
+    (void)conn;
+    (void)message;
+  }
+  /// The connection ended; called exactly once per on_client_connect.
+  virtual void on_client_disconnect(Connection& conn, CloseReason reason) {
+    (void)conn;
+    (void)reason;
+  }
+  /// Queued output crossed options.output_high_watermark: stop producing for this client.
+  virtual void on_output_high(Connection& conn) { (void)conn; }
+  /// Queued output fell below options.output_low_watermark after on_output_high.
+  virtual void on_output_low(Connection& conn) { (void)conn; }
+  /// stop() began: listeners still open; sends made here are flushed before connections close.
+  virtual void on_server_shutting_down(Server& server) { (void)server; }
+  /// Every connection is closed and every engine thread has ended.
+  virtual void on_server_shut_down(Server& server) { (void)server; }
+  /// Something went wrong that is not one connection's business (or is, and is worth a line).
+  /// Rate-limited per shard; every warning is counted in stats().warnings.
+  virtual void on_warning(std::string_view message) { (void)message; }
+};
+
+}  // namespace esockets

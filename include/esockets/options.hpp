@@ -1,0 +1,54 @@
+// esockets — ServerOptions: everything a Server is built from.
+// Thread: plain value; copied into the Server at construction.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace esockets {
+
+/// How the byte stream of a connection is cut into messages for on_message_recv.
+enum class Framing : std::uint8_t {
+  raw,              ///< each read is one message (the seed's behaviour)
+  line,             ///< messages end with line_delimiter (not included); max_frame bounds a line
+  length_prefixed,  ///< big-endian length header of length_prefix_bytes (1, 2 or 4), then payload
+};
+
+/// Options of a Server. Every field has a safe default; Server's constructor validates them
+/// and throws std::invalid_argument naming the field and what to change.
+struct ServerOptions {
+  std::string host = "127.0.0.1";  ///< numeric IPv4/IPv6 address to bind ("0.0.0.0" for all)
+  std::uint16_t port = 0;          ///< 0 = ephemeral; read the bound port with Server::port()
+  unsigned shards = 1;             ///< reactor threads, each with its own epoll and listener
+  unsigned workers = 0;            ///< 0 = handlers run inline on shard threads
+  int backlog = 4096;              ///< listen() backlog of each shard's listener
+  std::size_t read_chunk = 64 * 1024;  ///< size of the per-shard read buffer (one read call)
+
+  Framing framing = Framing::raw;
+  char line_delimiter = '\n';           ///< Framing::line only
+  unsigned length_prefix_bytes = 4;     ///< Framing::length_prefixed only: 1, 2 or 4
+  std::size_t max_frame = 1024 * 1024;  ///< largest line / payload accepted; checked before allocating
+
+  /// Most connections served at once over all shards; 0 = the fd limit minus a reserve of 64.
+  /// Connections past it are accepted and closed at once (counted as refused).
+  std::size_t max_connections = 0;
+
+  std::size_t output_high_watermark = 1024 * 1024;  ///< on_output_high fires when crossing it
+  std::size_t output_low_watermark = 256 * 1024;    ///< on_output_low fires when drained below
+  std::size_t output_hard_cap = 16 * 1024 * 1024;   ///< a send past it closes as slow_consumer
+
+  std::size_t worker_queue_capacity = 8192;    ///< events per (shard, worker) queue
+  std::size_t command_queue_capacity = 32768;  ///< commands per queue into a shard
+
+  /// How long stop() keeps flushing output that send() accepted before closing anyway.
+  std::chrono::milliseconds shutdown_timeout{5000};
+  /// After a server-side close flushed its output, how long unread input is drained (so the
+  /// peer gets FIN, not RST) before the socket is closed.
+  std::chrono::milliseconds linger_timeout{2000};
+
+  bool tcp_nodelay = true;  ///< set TCP_NODELAY on accepted sockets
+};
+
+}  // namespace esockets

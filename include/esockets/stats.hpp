@@ -1,0 +1,38 @@
+// esockets — counters a running Server reports.
+// Thread: plain values; Server::stats() may be called from any thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "esockets/types.hpp"
+
+namespace esockets {
+
+/// Counters of one shard (or their sum). Monotonic except the gauges marked so.
+struct ShardStats {
+  std::uint64_t connections = 0;         ///< gauge: connections open now
+  std::uint64_t accepts = 0;             ///< connections accepted (including refused ones)
+  std::uint64_t refused = 0;             ///< closed at once: over max_connections or refused
+  std::uint64_t accept_errors = 0;       ///< accept() failures (EMFILE, ENFILE, ENOBUFS, ...)
+  std::uint64_t bytes_in = 0;
+  std::uint64_t bytes_out = 0;
+  std::uint64_t messages_in = 0;         ///< frames delivered to on_message_recv
+  std::uint64_t messages_out = 0;        ///< sends accepted into output queues
+  std::uint64_t worker_queue_depth = 0;  ///< gauge: events waiting in this shard's worker queues
+  std::uint64_t paused = 0;              ///< gauge: connections not being read (user or flow control)
+  std::uint64_t output_bytes = 0;        ///< gauge: bytes queued for sending
+  std::uint64_t warnings = 0;            ///< warnings raised (including rate-limited ones)
+  std::array<std::uint64_t, kCloseReasonCount> closes{};  ///< indexed by CloseReason
+
+  std::uint64_t closes_by(CloseReason r) const { return closes[static_cast<std::size_t>(r)]; }
+};
+
+/// A snapshot of every shard and their total.
+struct Stats {
+  std::vector<ShardStats> shards;
+  ShardStats total;
+};
+
+}  // namespace esockets

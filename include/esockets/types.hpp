@@ -1,0 +1,82 @@
+// esockets — basic vocabulary types shared by the whole public API.
+// Thread: all types here are plain values, safe to copy between threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string_view>
+
+namespace esockets {
+
+/// A run of bytes borrowed for the duration of a call. The engine never keeps the pointer.
+using Bytes = std::string_view;
+
+/// Identity of one connection for its whole life, safe to hold in any thread.
+/// Layout (64 bits): shard (8) | slot (24, the fd) | generation (32, odd while live).
+/// A stale id (its connection closed, the fd maybe reused) never reaches another client:
+/// every call made with it reports Closed.
+class ConnectionId {
+ public:
+  constexpr ConnectionId() = default;
+  constexpr ConnectionId(std::uint32_t shard, std::uint32_t slot, std::uint32_t generation)
+      : v_((std::uint64_t{shard & 0xffu} << 56) | (std::uint64_t{slot & 0xffffffu} << 32) |
+           generation) {}
+  /// Rebuilds an id from value(); for storing ids in foreign containers or epoll data.
+  static constexpr ConnectionId from_value(std::uint64_t v) {
+    ConnectionId id;
+    id.v_ = v;
+    return id;
+  }
+  constexpr std::uint64_t value() const { return v_; }
+  constexpr std::uint32_t shard() const { return static_cast<std::uint32_t>(v_ >> 56); }
+  constexpr std::uint32_t slot() const {
+    return static_cast<std::uint32_t>((v_ >> 32) & 0xffffffu);
+  }
+  constexpr std::uint32_t generation() const { return static_cast<std::uint32_t>(v_); }
+  /// False for a default-constructed id; such an id is Closed everywhere.
+  constexpr bool valid() const { return generation() != 0; }
+  friend constexpr bool operator==(ConnectionId, ConnectionId) = default;
+  friend constexpr auto operator<=>(ConnectionId, ConnectionId) = default;
+
+ private:
+  std::uint64_t v_ = 0;
+};
+
+/// Why a connection ended; passed exactly once to Handler::on_client_disconnect.
+enum class CloseReason : std::uint8_t {
+  peer_closed,        ///< the client closed its side (FIN) and everything owed to it was sent
+  reset,              ///< the connection was reset or failed with a socket error
+  closed_by_server,   ///< Connection::close() or Server::close() was called
+  refused,            ///< on_client_connect returned false, or admission refused it
+  framing_error,      ///< the client sent a frame the framer rejects (too long, malformed)
+  slow_consumer,      ///< queued output passed the hard cap or the write deadline
+  idle,               ///< nothing received for the idle timeout
+  frame_timeout,      ///< a started frame was not completed in time
+  shutdown,           ///< the server stopped
+  handler_exception,  ///< a handler threw while processing this connection
+  io_error,           ///< an unexpected error from the kernel (errno reported in on_warning)
+};
+inline constexpr std::size_t kCloseReasonCount = 11;
+
+/// Stable snake_case name of a reason ("peer_closed", ...).
+const char* to_string(CloseReason reason) noexcept;
+
+/// Result of every send/close entry point. Nothing blocks.
+enum class SendStatus : std::uint8_t {
+  ok,            ///< accepted; the bytes will leave in call order (or the close will happen)
+  closed,        ///< the connection is gone (or the id is stale); nothing was done
+  backpressure,  ///< a bound was hit (command queue full, or output past the hard cap); see docs
+};
+
+/// Stable name of a status ("ok", "closed", "backpressure").
+const char* to_string(SendStatus status) noexcept;
+
+}  // namespace esockets
+
+template <>
+struct std::hash<esockets::ConnectionId> {
+  std::size_t operator()(esockets::ConnectionId id) const noexcept {
+    return std::hash<std::uint64_t>{}(id.value());
+  }
+};

@@ -1,0 +1,174 @@
+// esockets-echo: an echo server on the esockets engine.
+// Every message comes back to its sender (re-framed with the server's framing). SIGINT or
+// SIGTERM stops it gracefully and prints per-shard stats.
+#include <signal.h>
+
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <string_view>
+
+#include "esockets/esockets.hpp"
+#include "stats_print.hpp"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: esockets-echo [options]\n"
+    "  --host H              numeric address to bind (default 127.0.0.1)\n"
+    "  --port P              port (default 0 = ephemeral; the bound port is printed)\n"
+    "  --shards N            reactor threads (default 1)\n"
+    "  --workers N           handler threads, 0 = inline on the shards (default 0)\n"
+    "  --framing F           raw | line | length-prefixed (default raw)\n"
+    "  --prefix-bytes N      length-prefixed header size: 1, 2 or 4 (default 4)\n"
+    "  --max-frame BYTES     largest line/frame accepted (default 1048576)\n"
+    "  --max-connections N   connections served at once (default: fd limit - 64)\n"
+    "  --output-cap BYTES    per-connection queued output before closing as slow consumer\n"
+    "                        (default 16777216)\n"
+    "  --read-chunk BYTES    per-shard read buffer (default 65536)\n"
+    "  --backlog N           listen backlog (default 4096)\n"
+    "  --stats-interval SEC  also print stats every SEC seconds (default 0 = only at exit)\n"
+    "  -q, --quiet           do not print the listening line\n"
+    "  -h, --help            this text\n"
+    "Exit status: 0 after a clean stop, 2 for a bad flag, 1 if the server cannot start.\n";
+
+[[noreturn]] void usage_error(const std::string& msg) {
+  std::fprintf(stderr, "esockets-echo: %s\n(run esockets-echo --help for the flags)\n", msg.c_str());
+  std::exit(2);
+}
+
+template <class T>
+T parse_number(std::string_view flag, std::string_view v, T lo, T hi) {
+  T out{};
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || p != v.data() + v.size() || out < lo || out > hi) {
+    usage_error(std::string(flag) + " needs a whole number between " + std::to_string(lo) +
+                " and " + std::to_string(hi) + ", not '" + std::string(v) + "'");
+  }
+  return out;
+}
+
+class EchoHandler : public esockets::Handler {
+ public:
+  explicit EchoHandler(bool framed) : framed_(framed) {}
+  void on_message_recv(esockets::Connection& conn, esockets::Bytes msg) override {
+    if (framed_) {
+      conn.send_frame(msg);
+    } else {
+      conn.send(msg);
+    }
+  }
+  void on_warning(std::string_view msg) override {
+    std::fprintf(stderr, "warning: %.*s\n", static_cast<int>(msg.size()), msg.data());
+  }
+
+ private:
+  bool framed_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  esockets::ServerOptions o;
+  bool quiet = false;
+  unsigned stats_interval = 0;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    auto value = [&]() -> std::string_view {
+      if (i + 1 >= argc) usage_error(std::string(a) + " needs a value");
+      return argv[++i];
+    };
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--host") {
+      o.host = std::string(value());
+    } else if (a == "--port") {
+      o.port = parse_number<std::uint16_t>(a, value(), 0, 65535);
+    } else if (a == "--shards") {
+      o.shards = parse_number<unsigned>(a, value(), 1, 255);
+    } else if (a == "--workers") {
+      o.workers = parse_number<unsigned>(a, value(), 0, 255);
+    } else if (a == "--framing") {
+      std::string_view f = value();
+      if (f == "raw") {
+        o.framing = esockets::Framing::raw;
+      } else if (f == "line") {
+        o.framing = esockets::Framing::line;
+      } else if (f == "length-prefixed") {
+        o.framing = esockets::Framing::length_prefixed;
+      } else {
+        usage_error("--framing must be raw, line or length-prefixed, not '" + std::string(f) + "'");
+      }
+    } else if (a == "--prefix-bytes") {
+      o.length_prefix_bytes = parse_number<unsigned>(a, value(), 1, 4);
+    } else if (a == "--max-frame") {
+      o.max_frame = parse_number<std::size_t>(a, value(), 1, std::size_t{1} << 30);
+    } else if (a == "--max-connections") {
+      o.max_connections = parse_number<std::size_t>(a, value(), 1, std::size_t{1} << 24);
+    } else if (a == "--output-cap") {
+      o.output_hard_cap = parse_number<std::size_t>(a, value(), 1, (std::size_t{1} << 32) - 1);
+      if (o.output_high_watermark > o.output_hard_cap) o.output_high_watermark = o.output_hard_cap;
+      if (o.output_low_watermark > o.output_high_watermark) {
+        o.output_low_watermark = o.output_high_watermark / 4;
+      }
+    } else if (a == "--read-chunk") {
+      o.read_chunk = parse_number<std::size_t>(a, value(), 512, 16u << 20);
+    } else if (a == "--backlog") {
+      o.backlog = parse_number<int>(a, value(), 1, 1 << 20);
+    } else if (a == "--stats-interval") {
+      stats_interval = parse_number<unsigned>(a, value(), 0, 86400);
+    } else if (a == "-q" || a == "--quiet") {
+      quiet = true;
+    } else {
+      usage_error("unknown flag '" + std::string(a) + "'");
+    }
+  }
+
+  // Engine threads inherit this mask: only the main thread takes the stop signals.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  EchoHandler handler(o.framing != esockets::Framing::raw);
+  try {
+    esockets::Server server(handler, o);
+    server.start();
+    if (!quiet) {
+      std::printf("esockets-echo listening on %s:%u (shards=%u workers=%u framing=%s)\n",
+                  o.host.c_str(), server.port(), o.shards, o.workers,
+                  o.framing == esockets::Framing::raw    ? "raw"
+                  : o.framing == esockets::Framing::line ? "line"
+                                                         : "length-prefixed");
+      std::fflush(stdout);
+    }
+    int sig = 0;
+    while (true) {
+      if (stats_interval == 0) {
+        sigwait(&set, &sig);
+        break;
+      }
+      timespec ts{static_cast<time_t>(stats_interval), 0};
+      siginfo_t info;
+      sig = sigtimedwait(&set, &info, &ts);
+      if (sig > 0) break;
+      esockets::tools::print_stats(stdout, server.stats());
+    }
+    std::printf("esockets-echo: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    std::fflush(stdout);
+    server.stop();
+    esockets::tools::print_stats(stdout, server.stats());
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "esockets-echo: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "esockets-echo: cannot start: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

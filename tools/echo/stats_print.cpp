@@ -1,0 +1,35 @@
+#include "stats_print.hpp"
+
+#include <cinttypes>
+
+namespace esockets::tools {
+
+namespace {
+void row(std::FILE* out, const char* name, const ShardStats& s) {
+  std::fprintf(out,
+               "%-6s %8" PRIu64 " %9" PRIu64 " %8" PRIu64 " %12" PRIu64 " %12" PRIu64 " %11" PRIu64
+               " %11" PRIu64 " %6" PRIu64 " %6" PRIu64 " %8" PRIu64 "\n",
+               name, s.connections, s.accepts, s.refused, s.bytes_in, s.bytes_out, s.messages_in,
+               s.messages_out, s.worker_queue_depth, s.paused, s.warnings);
+}
+}  // namespace
+
+void print_stats(std::FILE* out, const Stats& st) {
+  std::fprintf(out, "%-6s %8s %9s %8s %12s %12s %11s %11s %6s %6s %8s\n", "shard", "conns",
+               "accepts", "refused", "bytes_in", "bytes_out", "msgs_in", "msgs_out", "queue",
+               "paused", "warnings");
+  char name[24];
+  for (std::size_t i = 0; i < st.shards.size(); ++i) {
+    std::snprintf(name, sizeof name, "%zu", i);
+    row(out, name, st.shards[i]);
+  }
+  row(out, "total", st.total);
+  std::fprintf(out, "closes:");
+  for (std::size_t r = 0; r < kCloseReasonCount; ++r) {
+    std::fprintf(out, " %s=%" PRIu64, to_string(static_cast<CloseReason>(r)), st.total.closes[r]);
+  }
+  std::fprintf(out, " accept_errors=%" PRIu64 "\n", st.total.accept_errors);
+  std::fflush(out);
+}
+
+}  // namespace esockets::tools
