@@ -23,6 +23,10 @@ struct Conn {
   FrameState frame;     // partial frame / held input
   SendQueue out;        // pending output
   std::int64_t deadline_ms = 0;  // closing/lingering: give up at this time (0 = none)
+  // Coarse times in shard ticks (see Shard::tick()); 0 = not running.
+  std::uint32_t last_read_tick = 0;    // last byte received (idle timeout)
+  std::uint32_t frame_start_tick = 0;  // a partial frame has been buffered since (frame timeout)
+  std::uint32_t write_stall_tick = 0;  // output pending without progress since (write timeout)
   std::uint32_t armed = 0;       // epoll events currently registered
   ConnState state = ConnState::open;
   CloseReason reason = CloseReason::closed_by_server;

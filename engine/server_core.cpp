@@ -57,6 +57,12 @@ void validate_options_or_throw(const ServerOptions& o) {
   if (o.output_hard_cap < 1 || o.output_hard_cap > (std::size_t{1} << 32) - 1) {
     bad_option("output_hard_cap", "must be between 1 byte and 4 GiB");
   }
+  if (o.output_total_cap < o.output_hard_cap) {
+    bad_option("output_total_cap", "must be at least output_hard_cap");
+  }
+  if (o.idle_timeout.count() < 0) bad_option("idle_timeout", "must not be negative (0 = off)");
+  if (o.frame_timeout.count() < 0) bad_option("frame_timeout", "must not be negative (0 = off)");
+  if (o.write_timeout.count() < 0) bad_option("write_timeout", "must not be negative (0 = off)");
   if (o.worker_queue_capacity < 16 || o.worker_queue_capacity > (1u << 20)) {
     bad_option("worker_queue_capacity", "must be between 16 and 1048576");
   }

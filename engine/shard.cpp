@@ -2,6 +2,7 @@
 // read, write, close) is in shard_io.cpp.
 #include "shard.hpp"
 
+#include <malloc.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@ constexpr std::uint64_t kWakeTag = ConnectionId(0, 0xfffffe, 0).value();
 constexpr int kMaxEvents = 512;
 constexpr std::size_t kCommandBatch = 512;
 constexpr std::int64_t kTickMs = 50;
+constexpr std::int64_t kTimeoutSweepMs = 250;
 constexpr unsigned kWarningsPerSecond = 10;
 
 std::int64_t monotonic_ms() {
@@ -62,6 +64,9 @@ Shard::Shard(ServerCore& core, std::uint32_t index, int listen_fd)
   rbuf_size_ = o.read_chunk;
   rbuf_.reset(new char[rbuf_size_]);
   cmd_batch_.resize(kCommandBatch);
+  timeouts_enabled_ = o.idle_timeout.count() > 0 || o.frame_timeout.count() > 0 ||
+                      o.write_timeout.count() > 0;
+  shard_output_cap_ = o.output_total_cap / o.shards;
 }
 
 Shard::~Shard() {
@@ -119,7 +124,10 @@ int Shard::next_timeout_ms() const {
   for (const auto& ob : outboxes_) {
     if (!ob.empty() || !ob.flow_paused.empty()) return static_cast<int>(kTickMs) / 10 + 1;
   }
-  if (!timed_.empty() || accept_paused_ || phase_ != Phase::serving) return static_cast<int>(kTickMs);
+  if (!timed_.empty() || accept_paused_ || phase_ != Phase::serving || trim_pending_ ||
+      (timeouts_enabled_ && counters_.connections.get() > 0)) {
+    return static_cast<int>(kTickMs);
+  }
   return -1;
 }
 
@@ -129,7 +137,9 @@ void Shard::run() {
   tls_context.worker = -1;
   epoll_event events[kMaxEvents];
   now_ms_ = monotonic_ms();
+  epoch_ms_ = now_ms_;
   last_sweep_ms_ = now_ms_;
+  last_timeout_sweep_ms_ = now_ms_;
   while (true) {
     int timeout = next_timeout_ms();
     if (timeout != 0) {
@@ -145,6 +155,7 @@ void Shard::run() {
     service_workers();
     if (phase_ != Phase::serving || stop_requested_.load(std::memory_order_acquire)) advance_stop();
     if (now_ms_ - last_sweep_ms_ >= kTickMs) sweep_timers();
+    if (now_ms_ - last_timeout_sweep_ms_ >= kTimeoutSweepMs) sweep_timeouts();
     flush_dirty();
     service_workers();
     free_graveyard();
@@ -366,6 +377,40 @@ void Shard::sweep_timers() {
     timed_[keep++] = id;
   }
   timed_.resize(keep);
+}
+
+void Shard::sweep_timeouts() {
+  // A coarse sweep over the table (as uSockets does) instead of a timer per connection:
+  // every connection is looked at every 250 ms, which costs microseconds per thousand.
+  last_timeout_sweep_ms_ = now_ms_;
+  if (trim_pending_) {
+    // Large output buffers of closed slow consumers were freed: give the memory back.
+    ::malloc_trim(0);
+    trim_pending_ = false;
+  }
+  if (!timeouts_enabled_ || phase_ != Phase::serving) return;
+  const auto& o = core_.options();
+  const auto ticks = [](std::chrono::milliseconds d) {
+    return static_cast<std::uint32_t>(d.count() / 10);
+  };
+  const std::uint32_t idle = ticks(o.idle_timeout);
+  const std::uint32_t frame = ticks(o.frame_timeout);
+  const std::uint32_t write = ticks(o.write_timeout);
+  const std::uint32_t now = tick();
+  table_.for_each_live([&](ConnectionId id) {
+    Conn* c = table_.find(id);
+    if (c == nullptr || c->state != ConnState::open) return;
+    if (write != 0 && c->write_stall_tick != 0 && now - c->write_stall_tick >= write) {
+      close_slow_consumer(c);
+      return;
+    }
+    if (c->user_paused || c->flow_paused) return;  // we are not reading: not the client's fault
+    if (frame != 0 && c->frame_start_tick != 0 && now - c->frame_start_tick >= frame) {
+      begin_close(c, CloseReason::frame_timeout);
+      return;
+    }
+    if (idle != 0 && now - c->last_read_tick >= idle) begin_close(c, CloseReason::idle);
+  });
 }
 
 void Shard::flush_dirty() {

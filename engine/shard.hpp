@@ -114,6 +114,8 @@ class Shard {
   void service_workers();
   void advance_stop();
   void sweep_timers();
+  void sweep_timeouts();
+  std::uint32_t tick() const { return static_cast<std::uint32_t>((now_ms_ - epoch_ms_) / 10) + 1; }
   void flush_dirty();
   void free_graveyard();
   void warn(const std::string& msg);
@@ -157,6 +159,11 @@ class Shard {
   std::int64_t accept_resume_ms_ = 0;
   std::uint32_t fd_epoch_seen_ = 0;
   std::int64_t now_ms_ = 0;
+  std::int64_t epoch_ms_ = 0;
+  std::int64_t last_timeout_sweep_ms_ = 0;
+  bool timeouts_enabled_ = false;
+  bool trim_pending_ = false;
+  std::size_t shard_output_cap_ = 0;
   std::int64_t last_sweep_ms_ = 0;
   std::int64_t stop_deadline_ms_ = 0;
   std::int64_t warn_window_ms_ = 0;

@@ -90,6 +90,7 @@ void Shard::accept_ready() {
     c->pub.fd_ = fd;
     c->pub.peer_ = to_peer_address(ss);
     c->pub.id_ = table_.open(static_cast<std::uint32_t>(fd), c);
+    c->last_read_tick = tick();
     c->armed = EPOLLIN;
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -145,8 +146,15 @@ void Shard::readable(Conn* c) {
     ssize_t n = ::recv(c->fd(), rbuf_.get(), rbuf_size_, 0);
     if (n > 0) {
       counters_.bytes_in.add(static_cast<std::uint64_t>(n));
+      c->last_read_tick = tick();
       deliver(c, rbuf_.get(), static_cast<std::size_t>(n));
-      if (table_.find(id) != c || !c->reading()) return;
+      if (table_.find(id) != c) return;
+      if (c->frame.buffered() == 0) {
+        c->frame_start_tick = 0;
+      } else if (c->frame_start_tick == 0) {
+        c->frame_start_tick = c->last_read_tick;
+      }
+      if (!c->reading()) return;
       if (static_cast<std::size_t>(n) < rbuf_size_) return;  // drained: skip the EAGAIN call
       continue;
     }
@@ -268,7 +276,8 @@ void Shard::set_user_pause(Conn* c, bool pause) {
 // ---------------------------------------------------------------- write
 
 bool Shard::over_cap(Conn* c, std::size_t more) {
-  return c->out.bytes() + more > core_.options().output_hard_cap;
+  return c->out.bytes() + more > core_.options().output_hard_cap ||
+         counters_.output_bytes.get() + more > shard_output_cap_;
 }
 
 void Shard::append(Conn* c, const char* p, std::size_t n) {
@@ -335,6 +344,7 @@ void Shard::flush(Conn* c) {
       std::size_t gathered = 0;
       for (int i = 0; i < cnt; ++i) gathered += iov[i].iov_len;
       c->out.consume(static_cast<std::size_t>(n), pool_);
+      c->write_stall_tick = c->out.empty() ? 0 : tick();
       counters_.bytes_out.add(static_cast<std::uint64_t>(n));
       counters_.output_bytes.sub(static_cast<std::uint64_t>(n));
       if (c->state == ConnState::closing && c->deadline_ms != 0) {
@@ -349,7 +359,10 @@ void Shard::flush(Conn* c) {
     const int err = errno;
     IoFailure f = classify_io_errno(err);
     if (f == IoFailure::interrupted) continue;
-    if (f == IoFailure::again) break;
+    if (f == IoFailure::again) {
+      if (c->write_stall_tick == 0) c->write_stall_tick = tick();
+      break;
+    }
     if (f == IoFailure::other) warn(errno_message(("send failed for " + c->pub.getip()).c_str(), err));
     abort_conn(c, f == IoFailure::reset ? CloseReason::reset : CloseReason::io_error);
     return;
@@ -483,6 +496,8 @@ void Shard::close_slow_consumer(Conn* c) {
   warn("output of " + c->pub.getip() + " passed output_hard_cap: closing as slow consumer");
   counters_.output_bytes.sub(c->out.bytes());
   c->out.clear(pool_);
+  c->write_stall_tick = 0;
+  trim_pending_ = true;
   begin_close(c, CloseReason::slow_consumer);
 }
 

@@ -38,6 +38,19 @@ struct ServerOptions {
   std::size_t output_high_watermark = 1024 * 1024;  ///< on_output_high fires when crossing it
   std::size_t output_low_watermark = 256 * 1024;    ///< on_output_low fires when drained below
   std::size_t output_hard_cap = 16 * 1024 * 1024;   ///< a send past it closes as slow_consumer
+  /// Output queued over all connections of the server (split evenly between shards); a send
+  /// past a shard's share returns backpressure and closes that connection as slow_consumer.
+  std::size_t output_total_cap = std::size_t{1} << 30;
+
+  /// Close connections that sent nothing for this long (reason idle); 0 = never. Connections
+  /// whose reading is paused are not idle.
+  std::chrono::milliseconds idle_timeout{0};
+  /// Close connections that started a frame and did not finish it in this long
+  /// (reason frame_timeout; defeats clients dripping a byte at a time); 0 = never.
+  std::chrono::milliseconds frame_timeout{30000};
+  /// Close connections whose queued output made no progress for this long
+  /// (reason slow_consumer; the client stopped reading); 0 = never.
+  std::chrono::milliseconds write_timeout{30000};
 
   std::size_t worker_queue_capacity = 8192;    ///< events per (shard, worker) queue
   std::size_t command_queue_capacity = 32768;  ///< commands per queue into a shard

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -28,6 +29,12 @@ constexpr const char* kUsage =
     "  --max-connections N   connections served at once (default: fd limit - 64)\n"
     "  --output-cap BYTES    per-connection queued output before closing as slow consumer\n"
     "                        (default 16777216)\n"
+    "  --output-total-cap BYTES  queued output over all connections (default 1073741824)\n"
+    "  --idle-timeout SEC    close clients silent this long, 0 = never (default 0)\n"
+    "  --frame-timeout SEC   close clients that leave a frame unfinished this long,\n"
+    "                        0 = never (default 30)\n"
+    "  --write-timeout SEC   close clients that stop reading our output this long,\n"
+    "                        0 = never (default 30)\n"
     "  --read-chunk BYTES    per-shard read buffer (default 65536)\n"
     "  --backlog N           listen backlog (default 4096)\n"
     "  --stats-interval SEC  also print stats every SEC seconds (default 0 = only at exit)\n"
@@ -49,6 +56,17 @@ T parse_number(std::string_view flag, std::string_view v, T lo, T hi) {
                 " and " + std::to_string(hi) + ", not '" + std::string(v) + "'");
   }
   return out;
+}
+
+std::chrono::milliseconds parse_seconds(std::string_view flag, std::string_view v) {
+  std::string text(v);
+  char* end = nullptr;
+  double secs = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(secs >= 0) || secs > 86400.0 * 365) {
+    usage_error(std::string(flag) + " needs a number of seconds >= 0 (fractions allowed), not '" +
+                text + "'");
+  }
+  return std::chrono::milliseconds(static_cast<long long>(secs * 1000.0 + 0.5));
 }
 
 class EchoHandler : public esockets::Handler {
@@ -115,6 +133,14 @@ int main(int argc, char** argv) {
       if (o.output_low_watermark > o.output_high_watermark) {
         o.output_low_watermark = o.output_high_watermark / 4;
       }
+    } else if (a == "--output-total-cap") {
+      o.output_total_cap = parse_number<std::size_t>(a, value(), 1, std::size_t{1} << 40);
+    } else if (a == "--idle-timeout") {
+      o.idle_timeout = parse_seconds(a, value());
+    } else if (a == "--frame-timeout") {
+      o.frame_timeout = parse_seconds(a, value());
+    } else if (a == "--write-timeout") {
+      o.write_timeout = parse_seconds(a, value());
     } else if (a == "--read-chunk") {
       o.read_chunk = parse_number<std::size_t>(a, value(), 512, 16u << 20);
     } else if (a == "--backlog") {
