@@ -63,6 +63,9 @@ void validate_options_or_throw(const ServerOptions& o) {
   if (o.idle_timeout.count() < 0) bad_option("idle_timeout", "must not be negative (0 = off)");
   if (o.frame_timeout.count() < 0) bad_option("frame_timeout", "must not be negative (0 = off)");
   if (o.write_timeout.count() < 0) bad_option("write_timeout", "must not be negative (0 = off)");
+  if (o.socket_send_buffer < 0 || o.socket_receive_buffer < 0) {
+    bad_option("socket_send_buffer/socket_receive_buffer", "must not be negative (0 = kernel default)");
+  }
   if (o.worker_queue_capacity < 16 || o.worker_queue_capacity > (1u << 20)) {
     bad_option("worker_queue_capacity", "must be between 16 and 1048576");
   }

@@ -83,7 +83,14 @@ void Shard::accept_ready() {
       continue;
     }
     in_use.fetch_add(1, std::memory_order_relaxed);
-    if (core_.options().tcp_nodelay) set_nodelay(fd);
+    const auto& o = core_.options();
+    if (o.tcp_nodelay) set_nodelay(fd);
+    if (o.socket_send_buffer > 0) {
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &o.socket_send_buffer, sizeof(int));
+    }
+    if (o.socket_receive_buffer > 0) {
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o.socket_receive_buffer, sizeof(int));
+    }
 
     Conn* c = new Conn;
     c->pub.core_ = &core_;

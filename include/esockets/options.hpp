@@ -62,6 +62,9 @@ struct ServerOptions {
   std::chrono::milliseconds linger_timeout{2000};
 
   bool tcp_nodelay = true;  ///< set TCP_NODELAY on accepted sockets
+  /// SO_SNDBUF / SO_RCVBUF for accepted sockets in bytes; 0 = the kernel's autotuning.
+  int socket_send_buffer = 0;
+  int socket_receive_buffer = 0;
 };
 
 }  // namespace esockets

@@ -35,6 +35,8 @@ constexpr const char* kUsage =
     "                        0 = never (default 30)\n"
     "  --write-timeout SEC   close clients that stop reading our output this long,\n"
     "                        0 = never (default 30)\n"
+    "  --sndbuf BYTES        SO_SNDBUF of accepted sockets (default 0 = kernel autotuning)\n"
+    "  --rcvbuf BYTES        SO_RCVBUF of accepted sockets (default 0 = kernel autotuning)\n"
     "  --read-chunk BYTES    per-shard read buffer (default 65536)\n"
     "  --backlog N           listen backlog (default 4096)\n"
     "  --stats-interval SEC  also print stats every SEC seconds (default 0 = only at exit)\n"
@@ -141,6 +143,10 @@ int main(int argc, char** argv) {
       o.frame_timeout = parse_seconds(a, value());
     } else if (a == "--write-timeout") {
       o.write_timeout = parse_seconds(a, value());
+    } else if (a == "--sndbuf") {
+      o.socket_send_buffer = parse_number<int>(a, value(), 0, 1 << 30);
+    } else if (a == "--rcvbuf") {
+      o.socket_receive_buffer = parse_number<int>(a, value(), 0, 1 << 30);
     } else if (a == "--read-chunk") {
       o.read_chunk = parse_number<std::size_t>(a, value(), 512, 16u << 20);
     } else if (a == "--backlog") {
