@@ -7,7 +7,10 @@ namespace esockets {
 Server::Server(Handler& handler, ServerOptions options)
     : core_(std::make_unique<detail::ServerCore>(*this, handler, std::move(options))) {}
 
-Server::~Server() = default;
+Server::~Server() {
+  // Stop while *this is still whole: the handler's shutdown callbacks receive it.
+  core_->stop();
+}
 
 void Server::start() { core_->start(); }
 void Server::stop() { core_->stop(); }

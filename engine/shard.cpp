@@ -270,6 +270,9 @@ void Shard::service_workers() {
   for (unsigned w = 0; w < outboxes_.size(); ++w) {
     Outbox& ob = outboxes_[w];
     if (!ob.empty()) {
+      // Connections wait for room: ask the worker to wake us once it drained below half.
+      // Set before the push, so the worker cannot drain everything without seeing it.
+      if (!ob.flow_paused.empty()) drain_wanted_[w]->store(true, std::memory_order_release);
       std::size_t pushed = to_workers_[w]->push(ob.items.data() + ob.head, ob.size());
       if (pushed > 0) {
         ob.head += pushed;
@@ -280,8 +283,6 @@ void Shard::service_workers() {
         ob.items.clear();
         ob.head = 0;
       } else {
-        // Ask the worker to tell us when it has room again.
-        drain_wanted_[w]->store(true, std::memory_order_release);
         if (ob.head > 4096 && ob.head * 2 > ob.items.size()) {
           ob.items.erase(ob.items.begin(), ob.items.begin() + static_cast<std::ptrdiff_t>(ob.head));
           ob.head = 0;

@@ -216,7 +216,7 @@ bool Shard::deliver_frame(Conn* c, std::string_view frame) {
   Outbox& ob = outboxes_[c->worker];
   emit(c->worker, Event{c->id().value(), copy, static_cast<std::uint32_t>(frame.size()),
                         EventKind::message, 0});
-  if (!ob.empty() && ob.size() > core_.options().worker_queue_capacity / 8 && !c->flow_paused) {
+  if (ob.size() > to_workers_[c->worker]->write_available() && !c->flow_paused) {
     // The worker is behind: stop reading this client (TCP pushes back) until it catches up.
     c->flow_paused = true;
     if (!c->user_paused) counters_.paused.add();

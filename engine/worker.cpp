@@ -15,6 +15,7 @@ constexpr std::size_t kEventBatch = 256;
 
 Worker::Worker(ServerCore& core, unsigned index) : core_(core), index_(index) {
   pending_.resize(core.nshards());
+  shard_done_.assign(core.nshards(), false);
   batch_.resize(kEventBatch);
 }
 
@@ -47,6 +48,12 @@ bool Worker::flush_pending() {
   for (unsigned s = 0; s < pending_.size(); ++s) {
     Pending& p = pending_[s];
     if (p.size() == 0) continue;
+    if (shard_done_[s]) {
+      for (std::size_t i = p.head; i < p.items.size(); ++i) dispose(p.items[i]);
+      p.items.clear();
+      p.head = 0;
+      continue;
+    }
     CommandQueue& q = core_.shard(s).from_worker(index_);
     std::size_t n = q.push(p.items.data() + p.head, p.size());
     if (n > 0) {
@@ -194,6 +201,7 @@ void Worker::handle(unsigned shard, const Event& e) {
       return;
     case EventKind::shard_done:
       ++shards_done_;
+      shard_done_[shard] = true;
       return;
   }
 }

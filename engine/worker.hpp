@@ -64,6 +64,7 @@ class Worker {
   std::vector<Pending> pending_;
   std::vector<Event> batch_;
   unsigned shards_done_ = 0;
+  std::vector<bool> shard_done_;  // a done shard takes no more commands: drop them
   std::int64_t warn_window_ms_ = 0;
   unsigned warn_in_window_ = 0;
 };
