@@ -1,0 +1,87 @@
+// esockets-flood: command-line options.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace flood {
+
+enum class Mode { Idle, Pingpong, Pipeline, Rate, Firehose, Storm, Churn, Slowloris, Slowread, Halfclose, Reset };
+enum class Framing { Echo, Line, LengthPrefixed };
+
+const char* mode_name(Mode m);
+const char* framing_name(Framing f);
+bool is_hostile(Mode m);
+
+// Exit codes (documented in --help).
+enum ExitCode : int {
+    kExitOk = 0,
+    kExitFailure = 1,
+    kExitBadArgs = 2,
+    kExitErrors = 3,
+    kExitConnections = 4,
+    kExitSaturated = 5,
+};
+
+struct SizeChoice {
+    std::uint32_t size;
+    std::uint32_t weight;
+};
+
+struct Options {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 0;
+    bool port_set = false;
+    std::uint64_t conns = 1;
+    bool conns_max = false;
+    int procs = 1;
+    int threads = 0;  // 0 = number of cores
+    double duration = 10.0;
+    double ramp = 0.0;
+    double warmup = 0.0;
+    double connect_rate = 0.0;  // connections/s over all procs, 0 = unlimited
+    double keepalive = 0.0;     // idle: seconds between keepalive bytes, 0 = off
+    bool poisson = false;
+    // Sizes: either range [size_min, size_max] (uniform) or weighted list.
+    std::uint32_t size_min = 64, size_max = 64;
+    std::vector<SizeChoice> size_list;
+    std::string payload = "text";
+    std::vector<unsigned char> payload_bytes;  // resolved pattern (>= max size)
+    Framing framing = Framing::Echo;
+    int prefix_bytes = 4;
+    bool verify = false;
+    std::string json_path;
+    std::string json_stream_path;
+    int sources = 0;  // 0 = automatic
+    std::vector<std::string> source_ips;
+    std::uint64_t response_timeout_ms = 5000;
+    std::uint64_t connect_timeout_ms = 3000;
+    std::int64_t max_errors = -1;  // -1 = no threshold
+    bool allow_remote = false;
+    std::uint64_t requests = 0;  // 0 = unbounded (duration bound)
+    double slow_delay_ms = 100.0;  // slowloris byte interval / slowread read interval
+    std::uint32_t slow_read_bytes = 16;  // slowread: bytes per read, 0 = never read
+    double drain = 2.0;  // max seconds to wait for outstanding replies at the end
+    bool quiet = false;
+
+    Mode mode = Mode::Pingpong;
+    std::uint64_t depth = 1;   // pipeline D
+    double rate = 0.0;         // rate R (msgs/s)
+    std::uint64_t churn_k = 1; // churn K
+
+    // Derived, set by the process driver (per-process share).
+    int proc_index = 0;
+    std::uint64_t conn_base = 0;  // first global connection index of this process
+    std::uint64_t total_conns = 0;  // connections over all processes
+    std::uint32_t max_size() const;
+};
+
+// Parses argv. On error returns false and sets err to a message saying what to change.
+// Sets want_help when --help was given.
+bool parse_options(int argc, char** argv, Options& o, std::string& err, bool& want_help);
+void print_help(const char* argv0);
+// Resolves payload pattern, -c max, defaults. Returns false with err on bad args.
+bool finalize_options(Options& o, std::string& err);
+
+}  // namespace flood

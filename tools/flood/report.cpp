@@ -1,0 +1,468 @@
+#include "report.hpp"
+
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+namespace flood {
+
+namespace {
+
+std::string read_file_trim(const char* path) {
+    std::ifstream f(path);
+    std::string s, line;
+    while (std::getline(f, line)) s += (s.empty() ? "" : " ") + line;
+    return s;
+}
+
+Histogram merged(const Result& r, const std::string& what, std::initializer_list<int> phases) {
+    Histogram h;
+    for (int p : phases)
+        if (auto* x = r.find_hist(std::string(phase_name(p)) + "." + what)) h.merge(*x);
+    return h;
+}
+
+double steady_secs(const Result& r) {
+    double s = r.getx("phase.steady.secs");
+    return s > 0 ? s : r.getx("wall_s");
+}
+
+std::uint64_t steady_count(const Result& r, const std::string& what) {
+    if (r.getx("phase.steady.secs") > 0) return r.get("steady." + what);
+    std::uint64_t n = 0;
+    for (int p = 0; p < kPhaseCount; ++p) n += r.get(std::string(phase_name(p)) + "." + what);
+    return n;
+}
+
+bool long_lived(Mode m) {
+    return m == Mode::Idle || m == Mode::Pingpong || m == Mode::Pipeline || m == Mode::Rate || m == Mode::Firehose ||
+           m == Mode::Storm;
+}
+
+std::uint64_t total_errors(const Result& r) {
+    std::uint64_t n = 0;
+    for (int e = 0; e < kErrCount; ++e) n += r.get(std::string("err.") + err_name(e));
+    return n;
+}
+
+class Json {
+public:
+    Json& open(const char* k, char br) {
+        key(k);
+        s_ += br;
+        first_.push_back(true);
+        return *this;
+    }
+    Json& close(char br) {
+        s_ += br;
+        first_.pop_back();
+        return *this;
+    }
+    Json& num(const char* k, double v) {
+        key(k);
+        if (!std::isfinite(v)) {
+            s_ += "null";
+        } else {
+            char b[64];
+            std::snprintf(b, sizeof b, "%.6f", v);
+            std::string t = b;
+            while (t.back() == '0') t.pop_back();
+            if (t.back() == '.') t.pop_back();
+            s_ += t;
+        }
+        return *this;
+    }
+    Json& u(const char* k, std::uint64_t v) {
+        key(k);
+        s_ += std::to_string(v);
+        return *this;
+    }
+    Json& i(const char* k, std::int64_t v) {
+        key(k);
+        s_ += std::to_string(v);
+        return *this;
+    }
+    Json& b(const char* k, bool v) {
+        key(k);
+        s_ += v ? "true" : "false";
+        return *this;
+    }
+    Json& null(const char* k) {
+        key(k);
+        s_ += "null";
+        return *this;
+    }
+    Json& str(const char* k, const std::string& v) {
+        key(k);
+        s_ += '"';
+        for (unsigned char c : v) {
+            if (c == '"' || c == '\\') {
+                s_ += '\\';
+                s_ += static_cast<char>(c);
+            } else if (c < 0x20) {
+                char e[8];
+                std::snprintf(e, sizeof e, "\\u%04x", c);
+                s_ += e;
+            } else {
+                s_ += static_cast<char>(c);
+            }
+        }
+        s_ += '"';
+        return *this;
+    }
+    Json& pcts(const char* k, const Histogram& h) {
+        open(k, '{');
+        u("count", h.count()).u("p50", h.percentile(50)).u("p90", h.percentile(90)).u("p99", h.percentile(99));
+        u("p999", h.percentile(99.9)).u("p9999", h.percentile(99.99)).u("max", h.max()).num("mean", h.mean());
+        return close('}');
+    }
+    const std::string& str() const { return s_; }
+
+private:
+    void key(const char* k) {
+        if (!first_.empty()) {
+            if (!first_.back()) s_ += ',';
+            first_.back() = false;
+        }
+        if (k) {
+            s_ += '"';
+            s_ += k;
+            s_ += "\":";
+        }
+    }
+    std::string s_;
+    std::vector<bool> first_;
+};
+
+}  // namespace
+
+Progress::Progress(const Options& o) : o_(o), tty_(isatty(2) != 0) {
+    if (!o.json_stream_path.empty()) {
+        stream_ = std::fopen(o.json_stream_path.c_str(), "w");
+        stream_ok_ = stream_ != nullptr;
+    }
+}
+
+Progress::~Progress() {
+    if (stream_) std::fclose(stream_);
+}
+
+void Progress::operator()(const Snapshot& s) {
+    const double dt = s.t - prev_.t > 0 ? s.t - prev_.t : 1.0;
+    const double rate = static_cast<double>(s.msgs - prev_.msgs) / dt;
+    const double sent_rate = static_cast<double>(s.sent - prev_.sent) / dt;
+    const std::uint64_t errs = s.errs - prev_.errs;
+    if (!o_.quiet) {
+        char line[256];
+        std::snprintf(line, sizeof line,
+                      "[%5.1fs] conns %llu/%llu  msgs/s %.0f%s  sent/s %.0f  errors +%llu (total %llu)  p50 %.3fms "
+                      "p99 %.3fms",
+                      s.t, static_cast<unsigned long long>(s.open), static_cast<unsigned long long>(s.requested), rate,
+                      o_.mode == Mode::Rate ? (" (target " + std::to_string(static_cast<long long>(o_.rate)) + ")").c_str()
+                                            : "",
+                      sent_rate, static_cast<unsigned long long>(errs), static_cast<unsigned long long>(s.errs),
+                      static_cast<double>(s.p50) / 1000.0, static_cast<double>(s.p99) / 1000.0);
+        if (tty_) std::fprintf(stderr, "\r%s\033[K", line);
+        else std::fprintf(stderr, "%s\n", line);
+        std::fflush(stderr);
+        printed_ = true;
+    }
+    if (stream_) {
+        Json j;
+        j.open(nullptr, '{').num("t", s.t).num("msgs_per_sec", rate).num("sent_per_sec", sent_rate);
+        if (o_.mode == Mode::Rate) j.num("target_rate", o_.rate);
+        j.u("connections_open", s.open).u("connections_requested", s.requested).u("errors", errs).u("errors_total", s.errs);
+        j.u("p50_us", s.p50).u("p99_us", s.p99).u("msgs_total", s.msgs).u("bytes_in", s.bytes_in).u("bytes_out", s.bytes_out);
+        j.close('}');
+        std::fprintf(stream_, "%s\n", j.str().c_str());
+        std::fflush(stream_);
+    }
+    prev_ = s;
+}
+
+void Progress::finish() {
+    if (tty_ && printed_) std::fprintf(stderr, "\n");
+}
+
+KernelCounters read_kernel_counters() {
+    KernelCounters k;
+    std::ifstream f("/proc/net/netstat");
+    std::string h, v;
+    while (std::getline(f, h) && std::getline(f, v)) {
+        if (h.rfind("TcpExt:", 0) != 0) continue;
+        std::istringstream hs(h), vs(v);
+        std::string name, val;
+        while (hs >> name && vs >> val)
+            if (name == "ListenOverflows" || name == "ListenDrops") {
+                k.v[name] = std::stoll(val);
+                k.ok = true;
+            }
+    }
+    std::ifstream s("/proc/net/sockstat");
+    std::string line;
+    while (std::getline(s, line)) {
+        if (line.rfind("TCP:", 0) != 0) continue;
+        std::istringstream ls(line.substr(4));
+        std::string name;
+        std::int64_t val = 0;
+        while (ls >> name >> val) k.v["tcp_" + name] = val;
+    }
+    return k;
+}
+
+Environment read_environment() {
+    Environment e;
+    utsname u{};
+    if (uname(&u) == 0) e.kernel = std::string(u.sysname) + " " + u.release;
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    e.nofile_soft = rl.rlim_cur;
+    e.nofile_hard = rl.rlim_max;
+    e.port_range = read_file_trim("/proc/sys/net/ipv4/ip_local_port_range");
+    for (auto& c : e.port_range)
+        if (c == '\t') c = ' ';
+    std::string s = read_file_trim("/proc/sys/net/core/somaxconn");
+    if (!s.empty()) e.somaxconn = std::stoll(s);
+    s = read_file_trim("/proc/sys/net/ipv4/tcp_max_syn_backlog");
+    if (!s.empty()) e.syn_backlog = std::stoll(s);
+    e.cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return e;
+}
+
+Verdict judge(const Options& o, const Result& r) {
+    Verdict v;
+    const double wall = r.getx("wall_s");
+    const double threads = static_cast<double>(std::max<std::uint64_t>(1, r.get("threads")));
+    const double cpu_s = static_cast<double>(r.get("cpu.user_us") + r.get("cpu.sys_us")) / 1e6;
+    const double util = wall > 0 ? cpu_s / (wall * threads) : 0;
+    const Histogram* lag = r.find_hist("loop_lag_steady");
+    if (!lag || lag->count() == 0) lag = r.find_hist("loop_lag");
+    const std::uint64_t lag99 = lag ? lag->percentile(99) : 0;
+    char b[256];
+    if (util > 0.9 && lag99 > 5000) {
+        std::snprintf(b, sizeof b, "generator saturated: threads at %.0f%% CPU with event-loop lag p99 %.1f ms",
+                      util * 100, static_cast<double>(lag99) / 1000);
+        v.reasons.push_back(b);
+    } else if (lag && lag->percentile(90) > 50000) {
+        std::snprintf(b, sizeof b, "event-loop lag p90 %.1f ms: timers fired late (machine overloaded?)",
+                      static_cast<double>(lag->percentile(90)) / 1000);
+        v.reasons.push_back(b);
+    }
+    if (o.mode == Mode::Rate) {
+        const Histogram* dl = r.find_hist("dispatch_lag");
+        const std::uint64_t d99 = dl ? dl->percentile(99) : 0;
+        if (d99 > 25000) {
+            std::snprintf(b, sizeof b, "rate schedule fell behind: arrival dispatch lag p99 %.1f ms (> 25 ms)",
+                          static_cast<double>(d99) / 1000);
+            v.reasons.push_back(b);
+        }
+        if (r.get("rate.dropped")) {
+            v.reasons.push_back(std::to_string(r.get("rate.dropped")) +
+                                " scheduled requests dropped (per-connection backlog over 65536): add connections");
+        }
+    }
+    v.valid = v.reasons.empty();
+    const std::uint64_t errs = total_errors(r);
+    const std::uint64_t req = r.get("conn.requested");
+    if (long_lived(o.mode) ? r.get("conn.established") < req : (req > 0 && r.get("conn.connects_ok") == 0)) {
+        v.exit_code = kExitConnections;
+        v.exit_reason = "requested connections not reached (" + std::to_string(r.get("conn.established")) + " of " +
+                        std::to_string(req) + ")";
+    } else if (o.max_errors >= 0 && errs > static_cast<std::uint64_t>(o.max_errors)) {
+        v.exit_code = kExitErrors;
+        v.exit_reason = std::to_string(errs) + " errors, over --max-errors " + std::to_string(o.max_errors);
+    } else if (!v.valid) {
+        v.exit_code = kExitSaturated;
+        v.exit_reason = "run invalid: " + v.reasons.front();
+    }
+    return v;
+}
+
+std::string to_json(const Options& o, const Result& r, const Environment& env, const KernelCounters& k0,
+                    const KernelCounters& k1, const Verdict& v) {
+    Json j;
+    j.open(nullptr, '{').u("schema", 1).str("tool", "esockets-flood").str("mode", mode_name(o.mode));
+    j.b("valid", v.valid).open("invalid_reasons", '[');
+    for (auto& s : v.reasons) j.str(nullptr, s);
+    j.close(']').i("exit_code", v.exit_code).str("exit_reason", v.exit_reason);
+    // Config echo.
+    j.open("config", '{').str("host", o.host).u("port", o.port).u("connections", o.total_conns).b("connections_max", o.conns_max);
+    j.u("procs", static_cast<std::uint64_t>(o.procs)).u("threads", static_cast<std::uint64_t>(o.threads));
+    j.num("duration_s", o.duration).num("ramp_s", o.ramp).num("warmup_s", o.warmup).num("drain_s", o.drain);
+    j.num("connect_rate", o.connect_rate).num("keepalive_s", o.keepalive).u("requests", o.requests);
+    if (o.mode == Mode::Rate) j.num("rate", o.rate).b("poisson", o.poisson);
+    if (o.mode == Mode::Pipeline) j.u("depth", o.depth);
+    if (o.mode == Mode::Churn) j.u("churn_k", o.churn_k);
+    if (o.size_list.empty()) j.u("size_min", o.size_min).u("size_max", o.size_max);
+    else {
+        j.open("sizes", '[');
+        for (auto& s : o.size_list) j.open(nullptr, '{').u("size", s.size).u("weight", s.weight).close('}');
+        j.close(']');
+    }
+    j.str("payload", o.payload).str("framing", framing_name(o.framing)).u("prefix_bytes", static_cast<std::uint64_t>(o.prefix_bytes));
+    j.b("verify", o.verify).u("response_timeout_ms", o.response_timeout_ms).u("connect_timeout_ms", o.connect_timeout_ms);
+    j.i("max_errors", o.max_errors).u("sources", r.get("sources") / std::max<std::uint64_t>(1, r.get("procs")));
+    j.num("slow_delay_ms", o.slow_delay_ms).u("slow_read_bytes", o.slow_read_bytes).close('}');
+    j.open("environment", '{').str("kernel", env.kernel).u("nofile_soft", env.nofile_soft).u("nofile_hard", env.nofile_hard);
+    j.str("ip_local_port_range", env.port_range).i("somaxconn", env.somaxconn).i("tcp_max_syn_backlog", env.syn_backlog);
+    j.i("cores", env.cores).close('}');
+    // Headline.
+    j.open("connections", '{').u("requested", r.get("conn.requested")).u("established", r.get("conn.established"));
+    j.u("failed", r.get("conn.failed")).u("connects_ok", r.get("conn.connects_ok"));
+    if (o.mode == Mode::Churn) j.u("churn_cycles", r.get("churn.cycles"));
+    if (r.get("conn.threads_not_all_established") == 0 && r.getx("time_to_n_s", -1) >= 0)
+        j.num("time_to_n_s", r.getx("time_to_n_s"));
+    else j.null("time_to_n_s");
+    j.close('}');
+    const std::uint64_t errs = total_errors(r);
+    j.open("errors", '{').u("total", errs);
+    for (int e = 0; e < kErrCount; ++e) j.u(err_name(e), r.get(std::string("err.") + err_name(e)));
+    j.open("first", '{');
+    for (int e = 0; e < kErrCount; ++e)
+        if (r.first[e].set)
+            j.open(err_name(e), '{').num("t_s", r.first[e].t).u("connection", r.first[e].conn).str("detail", r.first[e].detail).close('}');
+    j.close('}').close('}');
+    const double ss = steady_secs(r);
+    const double msgs = static_cast<double>(steady_count(r, "msgs"));
+    const double bytes = static_cast<double>(steady_count(r, "bytes_in") + steady_count(r, "bytes_out"));
+    j.open("throughput", '{').num("msgs_per_sec", ss > 0 ? msgs / ss : 0).num("bytes_per_sec", ss > 0 ? bytes / ss : 0);
+    j.num("bytes_in_per_sec", ss > 0 ? static_cast<double>(steady_count(r, "bytes_in")) / ss : 0);
+    j.num("bytes_out_per_sec", ss > 0 ? static_cast<double>(steady_count(r, "bytes_out")) / ss : 0);
+    std::uint64_t total_msgs = 0, total_sent = 0;
+    for (int p = 0; p < kPhaseCount; ++p) {
+        total_msgs += r.get(std::string(phase_name(p)) + ".msgs");
+        total_sent += r.get(std::string(phase_name(p)) + ".sent");
+    }
+    j.u("msgs_total", total_msgs).u("requests_sent", total_sent).num("steady_secs", ss);
+    if (o.mode == Mode::Rate) {
+        j.num("target_rate", o.rate).u("dispatched", r.get("rate.dispatched")).u("dropped", r.get("rate.dropped"));
+    }
+    j.u("abandoned", r.get("abandoned")).close('}');
+    const Histogram lat = merged(r, "lat", {kSteady, kDrain});
+    j.pcts("latency_us", lat);
+    if (o.mode == Mode::Rate) {
+        j.pcts("service_latency_us", merged(r, "svc", {kSteady, kDrain}));
+        j.pcts("schedule_lag_us", merged(r, "lag", {kSteady, kDrain}));
+    }
+    if (auto* h = r.find_hist("connect")) j.pcts("connect_latency_us", *h);
+    if (is_hostile(o.mode)) {
+        j.open("server_behaviour", '{').u("fin", r.get("server.fin")).u("rst", r.get("server.rst"));
+        j.u("reply_complete", r.get("server.reply_complete")).u("still_open", r.get("server.still_open"));
+        j.u("rst_sent", r.get("server.rst_sent"));
+        if (auto* h = r.find_hist("close")) j.pcts("time_to_close_us", *h);
+        j.close('}');
+    }
+    j.open("phases", '{');
+    for (int p = 0; p < kPhaseCount; ++p) {
+        const std::string pre = std::string(phase_name(p)) + ".";
+        const double secs = r.getx("phase." + std::string(phase_name(p)) + ".secs");
+        j.open(phase_name(p), '{').num("secs", secs).u("msgs", r.get(pre + "msgs")).u("requests_sent", r.get(pre + "sent"));
+        j.num("msgs_per_sec", secs > 0 ? static_cast<double>(r.get(pre + "msgs")) / secs : 0);
+        j.u("bytes_in", r.get(pre + "bytes_in")).u("bytes_out", r.get(pre + "bytes_out"));
+        j.open("errors", '{');
+        for (int e = 0; e < kErrCount; ++e) j.u(err_name(e), r.get(pre + "err." + err_name(e)));
+        j.close('}');
+        if (auto* h = r.find_hist(pre + "lat")) j.pcts("latency_us", *h);
+        if (o.mode == Mode::Rate) {
+            if (auto* h = r.find_hist(pre + "svc")) j.pcts("service_latency_us", *h);
+            if (auto* h = r.find_hist(pre + "lag")) j.pcts("schedule_lag_us", *h);
+        }
+        j.close('}');
+    }
+    j.close('}');
+    const double wall = r.getx("wall_s");
+    const double threads = static_cast<double>(std::max<std::uint64_t>(1, r.get("threads")));
+    const double cpu = static_cast<double>(r.get("cpu.user_us") + r.get("cpu.sys_us")) / 1e6;
+    j.open("generator", '{').num("wall_s", wall).num("cpu_user_s", static_cast<double>(r.get("cpu.user_us")) / 1e6);
+    j.num("cpu_sys_s", static_cast<double>(r.get("cpu.sys_us")) / 1e6).u("threads", r.get("threads")).u("procs", r.get("procs"));
+    j.num("cpu_util_per_thread", wall > 0 ? cpu / (wall * threads) : 0);
+    if (auto* h = r.find_hist("loop_lag")) j.pcts("loop_lag_us", *h);
+    if (auto* h = r.find_hist("loop_lag_steady")) j.pcts("loop_lag_steady_us", *h);
+    if (o.mode == Mode::Rate)
+        if (auto* h = r.find_hist("dispatch_lag")) j.pcts("dispatch_lag_us", *h);
+    j.close('}');
+    j.open("kernel", '{').b("available", k0.ok && k1.ok);
+    for (auto& [name, val] : k1.v) {
+        auto it = k0.v.find(name);
+        const std::int64_t before = it == k0.v.end() ? 0 : it->second;
+        if (name == "ListenOverflows" || name == "ListenDrops") j.i((name + "_delta").c_str(), val - before);
+        else j.i((name + "_before").c_str(), before).i((name + "_after").c_str(), val);
+    }
+    j.close('}');
+    j.open("histogram", '{').str("metric", "latency_us (steady+drain)").str("unit", "us").u("sub_buckets", Histogram::kSub);
+    j.u("count", lat.count()).open("buckets", '[');
+    for (std::size_t i = 0; i < lat.buckets(); ++i)
+        if (lat.bucket_count(i))
+            j.open(nullptr, '[').u(nullptr, Histogram::lowest_of(i)).u(nullptr, Histogram::highest_of(i)).u(nullptr, lat.bucket_count(i)).close(']');
+    j.close(']').close('}');
+    j.close('}');
+    return j.str() + "\n";
+}
+
+void print_summary(FILE* f, const Options& o, const Result& r, const KernelCounters& k0, const KernelCounters& k1,
+                   const Verdict& v) {
+    auto ms = [](std::uint64_t us) { return static_cast<double>(us) / 1000.0; };
+    auto line = [&](const char* name, const Histogram& h) {
+        if (!h.count()) return;
+        std::fprintf(f, "  %-18s p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  p99.99 %.3f  max %.3f ms  (n=%llu)\n", name,
+                     ms(h.percentile(50)), ms(h.percentile(90)), ms(h.percentile(99)), ms(h.percentile(99.9)),
+                     ms(h.percentile(99.99)), ms(h.max()), static_cast<unsigned long long>(h.count()));
+    };
+    std::fprintf(f, "esockets-flood %s -> %s:%u  (%d procs x %llu threads)\n", mode_name(o.mode), o.host.c_str(), o.port,
+                 o.procs, static_cast<unsigned long long>(r.get("threads") / std::max<std::uint64_t>(1, r.get("procs"))));
+    std::fprintf(f, "connections: requested %llu, established %llu, failed attempts %llu, connects %llu\n",
+                 static_cast<unsigned long long>(r.get("conn.requested")), static_cast<unsigned long long>(r.get("conn.established")),
+                 static_cast<unsigned long long>(r.get("conn.failed")), static_cast<unsigned long long>(r.get("conn.connects_ok")));
+    if (r.get("conn.threads_not_all_established") == 0 && r.getx("time_to_n_s", -1) >= 0)
+        std::fprintf(f, "time to all connections: %.3f s\n", r.getx("time_to_n_s"));
+    const double ss = steady_secs(r);
+    const double msgs = static_cast<double>(steady_count(r, "msgs"));
+    std::fprintf(f, "steady: %.2f s, %.0f msgs, %.1f msgs/s, %.2f MB/s in+out", ss, msgs, ss > 0 ? msgs / ss : 0,
+                 ss > 0 ? static_cast<double>(steady_count(r, "bytes_in") + steady_count(r, "bytes_out")) / ss / 1e6 : 0);
+    if (o.mode == Mode::Rate) std::fprintf(f, " (target %.1f msgs/s)", o.rate);
+    std::fprintf(f, "\nlatency (ms):\n");
+    line(o.mode == Mode::Rate ? "corrected" : "reply", merged(r, "lat", {kSteady, kDrain}));
+    if (o.mode == Mode::Rate) {
+        line("service", merged(r, "svc", {kSteady, kDrain}));
+        line("schedule lag", merged(r, "lag", {kSteady, kDrain}));
+    }
+    if (auto* h = r.find_hist("connect")) line("connect", *h);
+    if (is_hostile(o.mode)) {
+        std::fprintf(f, "server behaviour: fin %llu, rst %llu, reply_complete %llu, still_open %llu, rst_sent %llu\n",
+                     static_cast<unsigned long long>(r.get("server.fin")), static_cast<unsigned long long>(r.get("server.rst")),
+                     static_cast<unsigned long long>(r.get("server.reply_complete")),
+                     static_cast<unsigned long long>(r.get("server.still_open")),
+                     static_cast<unsigned long long>(r.get("server.rst_sent")));
+        if (auto* h = r.find_hist("close")) line("time to close", *h);
+    }
+    std::fprintf(f, "errors: %llu\n", static_cast<unsigned long long>(total_errors(r)));
+    for (int e = 0; e < kErrCount; ++e) {
+        const std::uint64_t n = r.get(std::string("err.") + err_name(e));
+        if (!n) continue;
+        std::fprintf(f, "  %-17s %llu  (first at %.3f s, connection %llu: %s)\n", err_name(e),
+                     static_cast<unsigned long long>(n), r.first[e].t, static_cast<unsigned long long>(r.first[e].conn),
+                     r.first[e].detail.c_str());
+    }
+    if (k0.ok && k1.ok) {
+        auto d = [&](const char* n) { return k1.v.at(n) - (k0.v.count(n) ? k0.v.at(n) : 0); };
+        std::fprintf(f, "kernel: ListenOverflows +%lld, ListenDrops +%lld\n", static_cast<long long>(d("ListenOverflows")),
+                     static_cast<long long>(d("ListenDrops")));
+    }
+    const double wall = r.getx("wall_s");
+    const double cpu = static_cast<double>(r.get("cpu.user_us") + r.get("cpu.sys_us")) / 1e6;
+    const Histogram* lag = r.find_hist("loop_lag_steady");
+    if (!lag || lag->count() == 0) lag = r.find_hist("loop_lag");
+    std::fprintf(f, "generator: cpu %.2f s over %.2f s wall (%.0f%% per thread), steady loop lag p99 %.3f ms\n", cpu, wall,
+                 wall > 0 ? 100 * cpu / (wall * static_cast<double>(std::max<std::uint64_t>(1, r.get("threads")))) : 0,
+                 lag ? ms(lag->percentile(99)) : 0.0);
+    std::fprintf(f, "valid: %s", v.valid ? "true" : "false");
+    for (auto& s : v.reasons) std::fprintf(f, " (%s)", s.c_str());
+    std::fprintf(f, "\n");
+    if (v.exit_code) std::fprintf(f, "exit %d: %s\n", v.exit_code, v.exit_reason.c_str());
+}
+
+}  // namespace flood

@@ -1,0 +1,529 @@
+// esockets-flood: event loop, connection management and timers.
+#include "worker.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+
+namespace flood {
+
+std::uint64_t now_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+namespace {
+constexpr std::uint64_t kMs = 1'000'000;
+constexpr std::uint64_t kTickNs = 10 * kMs;
+constexpr std::size_t kMaxQueue = 65536;  // rate mode: per-connection backlog cap
+}  // namespace
+
+Worker::Worker(Shared& sh, int tid, std::uint64_t first_global, std::uint64_t nconns, std::uint64_t req_share,
+               double rate_share, double connect_rate_share, std::uint64_t seed)
+    : sh_(sh), o_(sh.o), tid_(tid), first_global_(first_global), conns_(nconns), rbuf_(256 * 1024),
+      wbuf_(64 * 1024), rng_(seed), bounded_(sh.o.requests != 0), req_share_(req_share), rate_share_(rate_share) {
+    if (connect_rate_share > 0) connect_interval_ns_ = 1e9 / connect_rate_share;
+    std::uint32_t cum = 0;
+    for (auto& s : o_.size_list) size_cdf_.push_back(cum += s.weight);
+    ep_ = epoll_create1(EPOLL_CLOEXEC);
+}
+
+Worker::~Worker() {
+    for (auto& c : conns_)
+        if (c.fd >= 0) ::close(c.fd);
+    if (ep_ >= 0) ::close(ep_);
+}
+
+std::uint32_t Worker::next_size() {
+    if (!size_cdf_.empty()) {
+        std::uint32_t r = static_cast<std::uint32_t>(rng_() % size_cdf_.back());
+        auto it = std::upper_bound(size_cdf_.begin(), size_cdf_.end(), r);
+        return o_.size_list[static_cast<std::size_t>(it - size_cdf_.begin())].size;
+    }
+    if (o_.size_min == o_.size_max) return o_.size_min;
+    return o_.size_min + static_cast<std::uint32_t>(rng_() % (o_.size_max - o_.size_min + 1));
+}
+
+std::uint32_t Worker::wire_len(std::uint32_t s) const {
+    switch (o_.framing) {
+    case Framing::Echo: return s;
+    case Framing::Line: return s + 1;
+    case Framing::LengthPrefixed: return s + static_cast<std::uint32_t>(o_.prefix_bytes);
+    }
+    return s;
+}
+
+std::uint32_t Worker::inflight_limit() const {
+    switch (o_.mode) {
+    case Mode::Pipeline: return static_cast<std::uint32_t>(o_.depth);
+    case Mode::Slowread: return 256;
+    default: return 1;
+    }
+}
+
+bool Worker::can_issue() const { return !draining_ && (!bounded_ || issued_ < req_share_); }
+
+void Worker::error(int cls, std::uint32_t i, const std::string& detail) {
+    ph_[sh_.phase_at(now_)].err[cls]++;
+    live.errs.fetch_add(1, std::memory_order_relaxed);
+    if (!first_[cls].set) {
+        first_[cls].set = true;
+        first_[cls].t = static_cast<double>(now_ - sh_.t0) / 1e9;
+        first_[cls].conn = first_global_ + i;
+        first_[cls].detail = detail;
+    }
+}
+
+void Worker::push_timer(std::uint64_t at, std::uint32_t i, TimerKind k) { timers_.push({at, i, conns_[i].gen, k}); }
+
+void Worker::requeue(std::uint32_t i, std::uint64_t delay_ns) {
+    Conn& c = conns_[i];
+    if (delay_ns == 0) {
+        c.state = kQueued;
+        connect_q_.push_back(i);
+    } else {
+        c.state = kRetry;
+        push_timer(now_ + delay_ns, i, kTRetry);
+    }
+}
+
+void Worker::close_conn(Conn& c, bool rst) {
+    if (c.fd >= 0) {
+        if (rst) {
+            linger lg{1, 0};
+            setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        }
+        ::close(c.fd);  // also removes it from the epoll set
+        c.fd = -1;
+    }
+    if (c.state == kOpen) {
+        --open_;
+        sh_.open.fetch_sub(1, std::memory_order_relaxed);
+    }
+    // Requests still queued on a dead connection are abandoned (rate mode re-issues nothing).
+    if (c.queued()) {
+        outstanding_ -= c.queued();
+        abandoned_ += c.queued();
+    }
+    c.q.clear();
+    c.head = c.sent_n = c.tx_off = c.rx_off = c.rx_hdr = c.rx_len = 0;
+    c.want_write = c.bad = c.to_flagged = c.shut = c.reply_done = false;  // in_ready stays: the entry is harmless
+    c.done = c.fh_size = 0;
+    c.state = kIdle;
+    ++c.gen;
+}
+
+void Worker::fail_conn(Conn& c, std::uint32_t i, int err_class, const std::string& detail, bool reconnect_now) {
+    error(err_class, i, detail);
+    if (c.state == kConnecting) ++connect_fail_;
+    close_conn(c);
+    if (!draining_) requeue(i, reconnect_now ? 0 : 200 * kMs);
+}
+
+static int classify(int e, bool connecting) {
+    switch (e) {
+    case ECONNREFUSED: return kEconnrefused;
+    case ETIMEDOUT: return connecting ? kConnectTimeout : kEconnreset;
+    case EADDRNOTAVAIL:
+    case EADDRINUSE: return kEaddrnotavail;
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM: return kEmfile;
+    case ECONNRESET: return kEconnreset;
+    case EPIPE: return kEpipe;
+    default: return kOther;
+    }
+}
+
+void Worker::start_connect(std::uint32_t i) {
+    Conn& c = conns_[i];
+    const std::uint64_t g = first_global_ + i;
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    c.t_start = now_;
+    if (fd < 0) {
+        c.state = kConnecting;
+        fail_conn(c, i, classify(errno, true), std::string("socket: ") + std::strerror(errno));
+        return;
+    }
+    c.fd = fd;
+    c.state = kConnecting;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (o_.mode == Mode::Slowread) {
+        int small = 4096;
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    }
+    if (!sh_.sources.empty()) {
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        const sockaddr_in& src = sh_.sources[g % sh_.sources.size()];
+        if (::bind(fd, reinterpret_cast<const sockaddr*>(&src), sizeof src) != 0) {
+            fail_conn(c, i, classify(errno, true), std::string("bind: ") + std::strerror(errno));
+            return;
+        }
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = i;
+    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        fail_conn(c, i, kOther, std::string("epoll_ctl: ") + std::strerror(errno));
+        return;
+    }
+    int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&sh_.target), sizeof sh_.target);
+    if (r == 0) {
+        on_connected(c, i);
+    } else if (errno != EINPROGRESS) {
+        fail_conn(c, i, classify(errno, true), std::string("connect: ") + std::strerror(errno));
+    }
+}
+
+void Worker::on_connected(Conn& c, std::uint32_t i) {
+    c.state = kOpen;
+    connect_h_.record((now_ - c.t_start) / 1000);
+    c.t_start = now_;
+    ++open_;
+    ++established_ok_;
+    std::uint64_t cur = sh_.open.fetch_add(1, std::memory_order_relaxed) + 1;
+    std::uint64_t pk = sh_.peak.load(std::memory_order_relaxed);
+    while (cur > pk && !sh_.peak.compare_exchange_weak(pk, cur, std::memory_order_relaxed)) {
+    }
+    if (open_ > established_) {
+        established_ = open_;
+        if (established_ == conns_.size()) last_established_ns_ = now_;
+    }
+    switch (o_.mode) {
+    case Mode::Idle:
+        if (o_.keepalive > 0) push_timer(now_ + static_cast<std::uint64_t>(o_.keepalive * 1e9), i, kTKeepalive);
+        break;
+    case Mode::Storm: break;
+    case Mode::Slowloris:
+        if (can_issue()) issue(c, now_);
+        push_timer(now_ + static_cast<std::uint64_t>(o_.slow_delay_ms * 1e6), i, kTSlow);
+        break;
+    case Mode::Slowread:
+        fill(c);
+        flush(c, i);
+        if (o_.slow_read_bytes) push_timer(now_ + static_cast<std::uint64_t>(o_.slow_delay_ms * 1e6), i, kTSlow);
+        break;
+    case Mode::Halfclose:
+    case Mode::Reset:
+        if (can_issue()) issue(c, now_);
+        flush(c, i);
+        break;
+    default:
+        if (o_.mode != Mode::Rate) fill(c);  // rate mode only sends what the schedule queued
+        flush(c, i);
+        break;
+    }
+}
+
+void Worker::server_closed(Conn& c, std::uint32_t i, bool rst, int err_no) {
+    const bool hostile = is_hostile(o_.mode);
+    if (hostile) {
+        (rst ? rst_ : fin_)++;
+        close_h_.record((now_ - c.t_start) / 1000);
+        close_conn(c);
+        if (!draining_ && can_issue()) requeue(i, 0);
+        return;
+    }
+    if (rst) {
+        fail_conn(c, i, classify(err_no ? err_no : ECONNRESET, false),
+                  std::string("connection reset: ") + std::strerror(err_no ? err_no : ECONNRESET));
+    } else {
+        fail_conn(c, i, kUnexpectedEof, "server closed the connection (EOF)");
+    }
+}
+
+void Worker::on_event(std::uint32_t i, std::uint32_t ev) {
+    Conn& c = conns_[i];
+    if (c.fd < 0) return;
+    if (c.state == kConnecting) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+            fail_conn(c, i, classify(err, true), std::string("connect: ") + std::strerror(err));
+            return;
+        }
+        if (!(ev & (EPOLLOUT | EPOLLIN))) return;
+        on_connected(c, i);
+        if (c.fd < 0 || c.state != kOpen) return;
+    }
+    if (c.state != kOpen) return;
+    if (ev & EPOLLERR) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        server_closed(c, i, true, err ? err : ECONNRESET);
+        return;
+    }
+    const bool slowread = o_.mode == Mode::Slowread;
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
+        if (!slowread) {
+            do_read(c, i, SIZE_MAX);
+            if (c.fd < 0 || c.state != kOpen) return;
+        } else if (ev & (EPOLLRDHUP | EPOLLHUP)) {
+            server_closed(c, i, false, 0);  // FIN seen without reading the data in front of it
+            return;
+        }
+    }
+    if ((ev & EPOLLOUT) && c.want_write) flush(c, i);
+}
+
+void Worker::on_timer(const Timer& t) {
+    Conn& c = conns_[t.conn];
+    if (t.gen != c.gen) return;
+    switch (t.kind) {
+    case kTRetry:
+        if (c.state == kRetry && !draining_) {
+            c.state = kQueued;
+            connect_q_.push_back(t.conn);
+        }
+        break;
+    case kTKeepalive:
+        if (c.state == kOpen && !draining_) {
+            char b = 'k';
+            ssize_t w = ::send(c.fd, &b, 1, MSG_NOSIGNAL);
+            if (w == 1) {
+                ph_[sh_.phase_at(now_)].bytes_out++;
+            } else if (errno != EAGAIN) {
+                server_closed(c, t.conn, true, errno);
+                break;
+            }
+            push_timer(now_ + static_cast<std::uint64_t>(o_.keepalive * 1e9), t.conn, kTKeepalive);
+        }
+        break;
+    case kTSlow:
+        if (c.state != kOpen) break;
+        if (o_.mode == Mode::Slowloris) {
+            if (c.queued() == 0 && can_issue()) issue(c, now_);
+            flush(c, t.conn);  // build() writes a single byte in slowloris mode
+        } else {
+            do_read(c, t.conn, o_.slow_read_bytes);
+        }
+        if (c.state == kOpen) push_timer(now_ + static_cast<std::uint64_t>(o_.slow_delay_ms * 1e6), t.conn, kTSlow);
+        break;
+    }
+}
+
+void Worker::scan_timeouts() {
+    const std::uint64_t rt = o_.response_timeout_ms * kMs, ct = o_.connect_timeout_ms * kMs;
+    for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+        Conn& c = conns_[i];
+        if (c.state == kConnecting && now_ - c.t_start > ct) {
+            fail_conn(c, i, kConnectTimeout, "no connect completion within --connect-timeout");
+        } else if (c.state == kOpen && !c.to_flagged && c.queued() && c.sent_n > 0) {  // head fully written
+            const Pending& p = c.q[c.head];
+            if (p.sent && now_ - p.sent > rt) {
+                c.to_flagged = true;
+                error(kResponseTimeout, i, "no complete reply within --response-timeout");
+            }
+        }
+    }
+}
+
+void Worker::run() {
+    now_ = now_ns();
+    for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+        conns_[i].state = kQueued;
+        connect_q_.push_back(i);
+    }
+    next_connect_ = sh_.t0;
+    next_tick_ = now_ + kTickNs;
+    last_scan_ = now_;
+    ivl_flush_ = now_;
+    if (o_.mode == Mode::Rate && rate_share_ > 0) {
+        // Stagger threads so their arrivals interleave evenly.
+        next_arrival_ = sh_.t0 + static_cast<std::uint64_t>(1e9 / rate_share_ * tid_ / std::max(1, o_.threads));
+    }
+    std::vector<epoll_event> evs(512);
+    std::uniform_real_distribution<double> uni(0.0, 1.0);
+    std::uint64_t drain_deadline = 0;
+    while (!sh_.stop.load(std::memory_order_relaxed)) {
+        now_ = now_ns();
+        if (!draining_ && now_ >= sh_.t_end) {
+            draining_ = true;
+            drain_deadline = now_ + static_cast<std::uint64_t>(o_.drain * 1e9);
+            // Requests queued on connections that are not up will never be sent: abandon them.
+            for (auto& c : conns_)
+                if (c.state != kOpen && c.state != kConnecting && c.queued()) {
+                    outstanding_ -= c.queued();
+                    abandoned_ += c.queued();
+                    c.q.clear();
+                    c.head = 0;
+                }
+        }
+        const bool closed_loop = o_.mode == Mode::Pingpong || o_.mode == Mode::Pipeline || o_.mode == Mode::Rate ||
+                                 o_.mode == Mode::Churn;
+        if (draining_) {
+            if (!closed_loop || outstanding_ == 0 || now_ >= drain_deadline) break;
+        } else if (bounded_ && issued_ >= req_share_ && outstanding_ == 0 && o_.mode != Mode::Idle &&
+                   o_.mode != Mode::Storm) {
+            break;  // count bound reached and every reply is in
+        } else if (o_.mode == Mode::Storm && sh_.peak.load(std::memory_order_relaxed) >= sh_.proc_conns) {
+            break;  // all connections of this process are up
+        }
+        // Connection setup, paced by --connect-rate / --ramp.
+        int budget = 64;
+        while (!draining_ && connect_q_head_ < connect_q_.size() && budget-- > 0) {
+            if (connect_interval_ns_ > 0) {
+                if (now_ < next_connect_) break;
+                next_connect_ += static_cast<std::uint64_t>(connect_interval_ns_);
+                if (next_connect_ + 100 * kMs < now_) next_connect_ = now_;  // do not burst after a stall
+            }
+            std::uint32_t i = connect_q_[connect_q_head_++];
+            if (conns_[i].state == kQueued) start_connect(i);
+        }
+        if (connect_q_head_ == connect_q_.size()) {
+            connect_q_.clear();
+            connect_q_head_ = 0;
+        }
+        // Open-loop arrivals (rate mode).
+        if (o_.mode == Mode::Rate && rate_share_ > 0) {
+            int n = 0;
+            while (can_issue() && next_arrival_ <= now_ && n++ < 4096) {
+                const std::uint64_t intended = next_arrival_;
+                dispatch_lag_h_.record((now_ - intended) / 1000);
+                const double gap = 1e9 / rate_share_;
+                next_arrival_ += static_cast<std::uint64_t>(o_.poisson ? -std::log(1.0 - uni(rng_)) * gap : gap);
+                ++dispatched_;
+                // Prefer an open connection, round robin.
+                std::uint32_t pick = static_cast<std::uint32_t>(rr_ % conns_.size());
+                for (std::size_t k = 0; k < std::min<std::size_t>(16, conns_.size()); ++k) {
+                    std::uint32_t cand = static_cast<std::uint32_t>((rr_ + k) % conns_.size());
+                    if (conns_[cand].state == kOpen) {
+                        pick = cand;
+                        rr_ += k;
+                        break;
+                    }
+                }
+                ++rr_;
+                Conn& c = conns_[pick];
+                if (c.queued() >= kMaxQueue) {
+                    ++dropped_;
+                    ++issued_;
+                    continue;
+                }
+                issue(c, intended);
+                if (c.state == kOpen) flush(c, pick);
+            }
+        }
+        // Timers.
+        while (!timers_.empty() && timers_.top().at <= now_) {
+            Timer t = timers_.top();
+            timers_.pop();
+            on_timer(t);
+        }
+        if (now_ >= next_tick_) {
+            loop_lag_h_.record((now_ - next_tick_) / 1000);
+            // Steady-state lag (after this thread's initial connection burst) decides validity.
+            if (sh_.phase_at(now_) == kSteady && (last_established_ns_ || connect_q_.empty()))
+                loop_lag_steady_h_.record((now_ - next_tick_) / 1000);
+            next_tick_ += kTickNs;
+            if (next_tick_ <= now_) next_tick_ = now_ + kTickNs;
+            if (now_ - last_scan_ >= 100 * kMs) {
+                last_scan_ = now_;
+                scan_timeouts();
+            }
+            if (now_ - ivl_flush_ >= 100 * kMs && ivl_.count()) {
+                ivl_flush_ = now_;
+                std::lock_guard<std::mutex> lk(live.mu);
+                live.interval.merge(ivl_);
+                ivl_.reset();
+            }
+        }
+        // Connections that hit their per-call I/O cap get another turn (edge-triggered epoll).
+        if (!ready_.empty()) {
+            ready_work_.swap(ready_);
+            for (std::uint32_t i : ready_work_) {
+                conns_[i].in_ready = false;
+                on_event(i, EPOLLIN | EPOLLOUT);
+            }
+            ready_work_.clear();
+        }
+        // Sleep until the next deadline.
+        std::uint64_t until = ready_.empty() ? next_tick_ : now_;
+        if (!timers_.empty()) until = std::min(until, timers_.top().at);
+        if (o_.mode == Mode::Rate && can_issue()) until = std::min(until, next_arrival_);
+        if (connect_q_head_ < connect_q_.size() && !draining_)
+            until = std::min(until, connect_interval_ns_ > 0 ? next_connect_ : now_);
+        if (!draining_) until = std::min(until, sh_.t_end);
+        now_ = now_ns();
+        std::uint64_t wait = until > now_ ? until - now_ : 0;
+        timespec ts{static_cast<time_t>(wait / 1'000'000'000ull), static_cast<long>(wait % 1'000'000'000ull)};
+        int n = epoll_pwait2(ep_, evs.data(), static_cast<int>(evs.size()), &ts, nullptr);
+        if (n < 0 && errno == ENOSYS) {
+            n = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), static_cast<int>((wait + kMs - 1) / kMs));
+        }
+        now_ = now_ns();
+        for (int k = 0; k < n; ++k) on_event(static_cast<std::uint32_t>(evs[static_cast<std::size_t>(k)].data.u64),
+                                             evs[static_cast<std::size_t>(k)].events);
+    }
+    now_ = now_ns();
+    for (std::uint32_t i = 0; i < conns_.size(); ++i) {
+        Conn& c = conns_[i];
+        if (c.state == kOpen && is_hostile(o_.mode)) {
+            ++still_open_;
+            close_h_.record((now_ - c.t_start) / 1000);  // lower bound: still open at the end
+        }
+        close_conn(c);
+    }
+    {
+        std::lock_guard<std::mutex> lk(live.mu);
+        live.interval.merge(ivl_);
+        ivl_.reset();
+    }
+    live.done.store(true);
+}
+
+void Worker::collect(Result& r) const {
+    for (int p = 0; p < kPhaseCount; ++p) {
+        const std::string pre = std::string(phase_name(p)) + ".";
+        const PhaseCounters& pc = ph_[p];
+        r.c[pre + "msgs"] += pc.msgs;
+        r.c[pre + "sent"] += pc.sent;
+        r.c[pre + "bytes_in"] += pc.bytes_in;
+        r.c[pre + "bytes_out"] += pc.bytes_out;
+        for (int e = 0; e < kErrCount; ++e) {
+            r.c[pre + "err." + err_name(e)] += pc.err[e];
+            r.c[std::string("err.") + err_name(e)] += pc.err[e];
+        }
+        r.hist(pre + "lat").merge(pc.lat);
+        r.hist(pre + "svc").merge(pc.svc);
+        r.hist(pre + "lag").merge(pc.lag);
+    }
+    r.hist("connect").merge(connect_h_);
+    r.hist("close").merge(close_h_);
+    r.hist("loop_lag").merge(loop_lag_h_);
+    r.hist("loop_lag_steady").merge(loop_lag_steady_h_);
+    r.hist("dispatch_lag").merge(dispatch_lag_h_);
+    r.c["conn.requested"] += conns_.size();
+    r.c["conn.connects_ok"] += established_ok_;
+    r.c["conn.failed"] += connect_fail_;
+    r.c["rate.dispatched"] += dispatched_;
+    r.c["rate.dropped"] += dropped_;
+    r.c["abandoned"] += abandoned_;
+    r.c["churn.cycles"] += churn_cycles_;
+    r.c["server.fin"] += fin_;
+    r.c["server.rst"] += rst_;
+    r.c["server.reply_complete"] += reply_complete_;
+    r.c["server.still_open"] += still_open_;
+    r.c["server.rst_sent"] += rst_sent_;
+    if (!conns_.empty()) {
+        r.mx["time_to_n_s"] = last_established_ns_ ? static_cast<double>(last_established_ns_ - sh_.t0) / 1e9 : -1.0;
+        if (!last_established_ns_) r.c["conn.threads_not_all_established"] += 1;
+    }
+    for (int e = 0; e < kErrCount; ++e)
+        if (first_[e].set && (!r.first[e].set || first_[e].t < r.first[e].t)) r.first[e] = first_[e];
+}
+
+}  // namespace flood
