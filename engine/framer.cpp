@@ -58,8 +58,8 @@ std::size_t Framer::header_for(std::size_t payload_len, char* hdr, bool* trailer
   if (cfg_.kind != Framing::length_prefixed) return 0;
   const unsigned n = cfg_.prefix_bytes;
   if (n == 0 || n > sizeof(std::uint64_t)) return SIZE_MAX;
-  if (n < sizeof(std::uint64_t) && static_cast<std::uint64_t>(payload_len) >> (8 * n) != 0) return SIZE_MAX;
   std::uint64_t v = payload_len;
+  if (n < sizeof(std::uint64_t) && v >> (8 * n) != 0) return SIZE_MAX;
   for (unsigned i = n; i-- > 0; v >>= 8) hdr[i] = static_cast<char>(static_cast<unsigned char>(v & 0xff));
   return n;
 }
@@ -178,20 +178,17 @@ void Framer::store_partial(FrameState& st, const char* p, std::size_t n) const {
 }
 
 void Framer::drop_front(FrameState& st, std::size_t off) {
-  const auto rest = static_cast<std::uint32_t>(st.len_ - off);
-  if (rest == 0) {
-    st.clear();
-    return;
-  }
-  if (off != 0) std::memmove(st.buf_, st.buf_ + off, rest);
-  st.len_ = rest;
-  st.scan_ = 0;
+  st.len_ -= static_cast<std::uint32_t>(off);
+  st.scan_ += static_cast<std::uint32_t>(off);
+  if (st.len_ == 0) st.clear();
 }
 
 void Framer::keep_partial(FrameState& st, std::size_t off) const {
   drop_front(st, off);
   st.held_ = false;
   if (st.len_ == 0) return;
+  if (st.scan_ != 0) std::memmove(st.buf_, st.buf_ + st.scan_, st.len_);
+  st.scan_ = 0;
   // The held buffer may be much larger than one partial frame: bring it back to the size a
   // partial frame gets when it is stored by feed_direct.
   if (cfg_.kind == Framing::line) {
@@ -222,15 +219,19 @@ void Framer::hold(FrameState& st, const char* p, std::size_t n) {
 void Framer::append_held(FrameState& st, const char* p, std::size_t n) {
   // Only reached when the caller feeds while input is held (it should resume first); the
   // held total is bounded by what the caller chooses to read, not by max_frame.
+  if (!st.held_) st.scan_ = 0;  // a stop that delivered everything left an empty state
   if (n > UINT32_MAX - st.len_) throw std::length_error("esockets framer: held input exceeds 4 GiB");
   const auto need = static_cast<std::uint32_t>(st.len_ + n);
-  if (need > st.cap_) {
-    const std::uint64_t doubled = std::uint64_t{st.cap_} * 2;
-    resize(st, static_cast<std::uint32_t>(std::min<std::uint64_t>(std::max<std::uint64_t>(need, doubled), UINT32_MAX)), true);
+  if (std::uint64_t{st.scan_} + need > st.cap_) {
+    if (st.scan_ != 0) std::memmove(st.buf_, st.buf_ + st.scan_, st.len_);
+    st.scan_ = 0;
+    if (need > st.cap_) {
+      const std::uint64_t doubled = std::uint64_t{st.cap_} * 2;
+      resize(st, static_cast<std::uint32_t>(std::min<std::uint64_t>(std::max<std::uint64_t>(need, doubled), UINT32_MAX)), true);
+    }
   }
-  std::memcpy(st.buf_ + st.len_, p, n);
+  std::memcpy(st.buf_ + st.scan_ + st.len_, p, n);
   st.len_ = need;
-  st.scan_ = 0;
   st.held_ = true;
 }
 

@@ -52,8 +52,10 @@ class FrameState {
 
  private:
   friend class Framer;
-  // Invariants: len_ <= cap_; buf_ == nullptr iff cap_ == 0; held_ implies len_ > 0; when
-  // !held_ the buffer holds at most one partial frame (line: scan_ == len_, never > max_frame).
+  // Invariants: buf_ == nullptr iff cap_ == 0. When !held_, buf_[0, len_) is at most one
+  // partial frame (line: scan_ == len_ <= max_frame). When held_, len_ > 0 and the held bytes
+  // are buf_[scan_, scan_ + len_): scan_ is the read offset, so that stopping after every frame
+  // of a large held buffer does not memmove the rest each time.
   char* buf_ = nullptr;
   std::uint32_t len_ = 0;
   std::uint32_t cap_ = 0;

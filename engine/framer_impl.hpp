@@ -4,7 +4,10 @@
 // (B) a buffered partial frame is completed with just the bytes of `data` it needs; (C) the
 // rest of `data` is framed in place (zero-copy) and only its trailing partial frame is copied.
 // Because (B) searches the new bytes rather than the buffer, a buffered partial line is always
-// fully searched already: no byte is ever searched twice outside a stop/resume.
+// fully searched already: no byte is ever searched twice.
+//
+// The sink must not throw and must not feed/resume the same FrameState: frames delivered
+// from the held buffer are only dropped from it once the run over it ends.
 #pragma once
 
 #include <algorithm>
@@ -69,8 +72,8 @@ template <class Sink>
 FeedStatus Framer::drain_held(FrameState& st, Sink& sink) {
   // Held bytes start at a frame boundary and were never searched, so framing them in place
   // does not rescan anything.
-  const Run r = cfg_.kind == Framing::line ? run_lines(st.buf_, st.len_, sink)
-                                           : run_prefixed(st.buf_, st.len_, sink);
+  const char* held = st.buf_ + st.scan_;
+  const Run r = cfg_.kind == Framing::line ? run_lines(held, st.len_, sink) : run_prefixed(held, st.len_, sink);
   switch (r.outcome) {
     case Outcome::partial:
       keep_partial(st, r.pos);

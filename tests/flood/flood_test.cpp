@@ -1,0 +1,352 @@
+// End-to-end tests of esockets-flood: the tool runs as a subprocess against test_server.hpp.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mini_json.hpp"
+#include "test_server.hpp"
+
+#ifndef ESOCKETS_FLOOD_PATH
+#error "ESOCKETS_FLOOD_PATH must point at the built esockets-flood"
+#endif
+
+using floodtest::JParser;
+using floodtest::JValue;
+using floodtest::ServerConfig;
+using floodtest::TestServer;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+struct ToolRun {
+    int code = -1;
+    std::string out, err, json_text;
+    JValue json;
+    bool json_ok = false;
+};
+
+class FloodTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/floodtest.XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir_ = tmpl;
+    }
+    void TearDown() override {
+        for (const char* f : {"/out", "/err", "/result.json", "/stream.jsonl"}) ::unlink((dir_ + f).c_str());
+        ::rmdir(dir_.c_str());
+    }
+    std::string path(const char* f) const { return dir_ + f; }
+
+    // Runs the tool with args (plus --json into the temp dir), killing it after timeout_s.
+    ToolRun flood(std::vector<std::string> args, int timeout_s = 30, bool with_json = true) {
+        if (with_json) {
+            args.insert(args.begin(), path("/result.json"));
+            args.insert(args.begin(), "--json");
+        }
+        ::unlink(path("/result.json").c_str());
+        std::vector<char*> argv;
+        std::string exe = ESOCKETS_FLOOD_PATH;
+        argv.push_back(exe.data());
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        const std::string out = path("/out"), err = path("/err");
+        pid_t pid = fork();
+        if (pid == 0) {
+            int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            dup2(o, 1);
+            dup2(e, 2);
+            execv(argv[0], argv.data());
+            _exit(127);
+        }
+        ToolRun r;
+        int st = 0;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+        for (;;) {
+            pid_t w = waitpid(pid, &st, WNOHANG);
+            if (w == pid) break;
+            if (std::chrono::steady_clock::now() > deadline) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &st, 0);
+                ADD_FAILURE() << "esockets-flood did not finish within " << timeout_s << " s";
+                return r;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        r.out = slurp(out);
+        r.err = slurp(err);
+        if (with_json) {
+            r.json_text = slurp(path("/result.json"));
+            r.json_ok = !r.json_text.empty() && JParser(r.json_text).parse(r.json);
+        }
+        return r;
+    }
+    std::string dir_;
+};
+
+std::string port_arg(const TestServer& s) { return std::to_string(s.port()); }
+
+double errors_total(const ToolRun& r) { return r.json["errors"]["total"].num(); }
+
+// Exit 5 means the tool judged its own measurement invalid (e.g. an overloaded shared CI machine):
+// not a functional failure for tests that check something else.
+bool ok_exit(const ToolRun& r) { return r.code == 0 || r.code == 5; }
+
+}  // namespace
+
+TEST_F(FloodTest, BadArgumentsExit2WithMessage) {
+    struct Case {
+        std::vector<std::string> args;
+        const char* hint;
+    };
+    const std::vector<Case> cases = {
+        {{"--port", "1"}, "missing MODE"},
+        {{"--port", "1", "dance"}, "unknown mode"},
+        {{"pingpong"}, "--port"},
+        {{"--port", "1", "rate"}, "needs an argument"},
+        {{"--port", "1", "-c", "zero", "pingpong"}, "-c"},
+        {{"--port", "1", "--frobnicate", "pingpong"}, "unknown option"},
+        {{"--port", "1", "--framing", "xml", "pingpong"}, "echo, line or length-prefixed"},
+        {{"--port", "1", "--host", "10.1.2.3", "pingpong"}, "--allow-remote"},
+        {{"--port", "1", "-c", "30000", "idle"}, "--procs"},
+        {{"--port", "1", "--framing", "length-prefixed", "--prefix-bytes", "1", "--size", "300", "pingpong"}, "prefix"},
+    };
+    for (auto& c : cases) {
+        ToolRun r = flood(c.args, 10, false);
+        EXPECT_EQ(r.code, 2) << c.args.back();
+        EXPECT_NE(r.err.find(c.hint), std::string::npos) << "stderr: " << r.err;
+    }
+}
+
+TEST_F(FloodTest, HelpDocumentsFlagsAndExitCodes) {
+    ToolRun r = flood({"--help"}, 10, false);
+    EXPECT_EQ(r.code, 0);
+    for (const char* s : {"--host", "--port", "-c N|max", "--procs", "--threads", "--duration", "--size", "--framing",
+                          "--verify", "--json", "--json-stream", "--allow-remote", "--requests", "--poisson", "Exit codes",
+                          "slowloris", "halfclose", "churn K", "pipeline D", "rate R"})
+        EXPECT_NE(r.out.find(s), std::string::npos) << s;
+}
+
+TEST_F(FloodTest, PingpongVerifyNoErrorsAndJsonFields) {
+    TestServer srv;
+    ToolRun r = flood({"--port", port_arg(srv), "-c", "8", "--duration", "1", "--verify", "--json-stream",
+                   path("/stream.jsonl"), "pingpong"});
+    ASSERT_TRUE(ok_exit(r)) << r.out << r.err;
+    ASSERT_TRUE(r.json_ok) << r.json_text;
+    const JValue& j = r.json;
+    EXPECT_EQ(j["schema"].num(), 1);
+    EXPECT_EQ(j["mode"].s, "pingpong");
+    EXPECT_EQ(j["connections"]["requested"].num(), 8);
+    EXPECT_EQ(j["connections"]["established"].num(), 8);
+    EXPECT_EQ(j["connections"]["failed"].num(), 0);
+    EXPECT_EQ(errors_total(r), 0);
+    for (const char* e : {"econnrefused", "connect_timeout", "eaddrnotavail", "emfile", "econnreset", "epipe",
+                          "unexpected_eof", "response_timeout", "verify_mismatch"})
+        EXPECT_TRUE(j["errors"].has(e)) << e;
+    EXPECT_GT(j["throughput"]["msgs_per_sec"].num(), 100);
+    EXPECT_GT(j["throughput"]["bytes_per_sec"].num(), 0);
+    for (const char* p : {"p50", "p90", "p99", "p999", "max"}) EXPECT_TRUE(j["latency_us"].has(p)) << p;
+    EXPECT_LE(j["latency_us"]["p50"].num(), j["latency_us"]["p99"].num());
+    EXPECT_LE(j["latency_us"]["p99"].num(), j["latency_us"]["max"].num());
+    EXPECT_EQ(j["valid"].kind, JValue::Bool);
+    EXPECT_EQ(j["config"]["connections"].num(), 8);
+    EXPECT_EQ(j["environment"]["nofile_soft"].kind, JValue::Num);
+    EXPECT_EQ(j["environment"]["cores"].kind, JValue::Num);
+    EXPECT_FALSE(j["environment"]["ip_local_port_range"].s.empty());
+    for (const char* p : {"ramp", "warmup", "steady", "drain"}) {
+        EXPECT_TRUE(j["phases"].has(p)) << p;
+        EXPECT_TRUE(j["phases"][p]["errors"].has("econnreset")) << p;
+    }
+    EXPECT_GT(j["phases"]["steady"]["msgs"].num(), 0);
+    EXPECT_GT(j["histogram"]["buckets"].a.size(), 0u);
+    double hist_total = 0;
+    for (auto& b : j["histogram"]["buckets"].a) hist_total += b.a.at(2).num();
+    EXPECT_EQ(hist_total, j["latency_us"]["count"].num());
+    EXPECT_TRUE(j["kernel"].has("ListenOverflows_delta"));
+    EXPECT_TRUE(j["generator"].has("cpu_util_per_thread"));
+    // --json-stream: one valid JSON object per line.
+    std::istringstream lines(slurp(path("/stream.jsonl")));
+    std::string line;
+    int n = 0;
+    while (std::getline(lines, line)) {
+        JValue v;
+        ASSERT_TRUE(JParser(line).parse(v)) << line;
+        EXPECT_TRUE(v.has("msgs_per_sec"));
+        ++n;
+    }
+    EXPECT_GE(n, 1);
+}
+
+TEST_F(FloodTest, PipelineVerifyAllFramingsNoErrors) {
+    TestServer srv;
+    const std::vector<std::vector<std::string>> framings = {
+        {"--framing", "echo"},
+        {"--framing", "line"},
+        {"--framing", "length-prefixed", "--prefix-bytes", "2"},
+        {"--framing", "length-prefixed", "--prefix-bytes", "4", "--payload", "hex:00ff0a7f"}};
+    for (auto& f : framings) {
+        std::vector<std::string> args = {"--port", port_arg(srv), "-c", "4", "--duration", "0.7", "--verify", "--size", "1-300"};
+        args.insert(args.end(), f.begin(), f.end());
+        args.insert(args.end(), {"pipeline", "8"});
+        ToolRun r = flood(args);
+        ASSERT_TRUE(ok_exit(r)) << f[1] << "\n" << r.out << r.err;
+        ASSERT_TRUE(r.json_ok);
+        EXPECT_EQ(errors_total(r), 0) << f[1];
+        EXPECT_GT(r.json["throughput"]["msgs_total"].num(), 100) << f[1];
+    }
+}
+
+TEST_F(FloodTest, CorruptingServerCountsVerifyMismatch) {
+    ServerConfig cfg;
+    cfg.corrupt = true;
+    TestServer srv(cfg);
+    ToolRun r = flood({"--port", port_arg(srv), "-c", "2", "--duration", "0.5", "--verify", "--max-errors", "0", "pingpong"});
+    EXPECT_EQ(r.code, 3) << r.out << r.err;
+    ASSERT_TRUE(r.json_ok);
+    EXPECT_GT(r.json["errors"]["verify_mismatch"].num(), 0);
+    EXPECT_EQ(r.json["errors"]["total"].num(), r.json["errors"]["verify_mismatch"].num());
+    EXPECT_TRUE(r.json["errors"]["first"].has("verify_mismatch"));
+}
+
+TEST_F(FloodTest, RateModeStallShowsInCorrectedLatencyNotServiceTime) {
+    ServerConfig cfg;
+    cfg.stall_after_ms = 800;
+    cfg.stall_ms = 500;
+    TestServer srv(cfg);
+    ToolRun r = flood({"--port", port_arg(srv), "-c", "4", "--duration", "2.5", "rate", "1000"});
+    ASSERT_TRUE(r.json_ok) << r.out << r.err;
+    const JValue& j = r.json;
+    ASSERT_TRUE(j.has("service_latency_us"));
+    ASSERT_TRUE(j.has("schedule_lag_us"));
+    const double corrected = j["latency_us"]["p99"].num();
+    const double service = j["service_latency_us"]["p99"].num();
+    EXPECT_GE(corrected, 400'000) << r.out;
+    EXPECT_LT(service, 150'000) << r.out;
+    EXPECT_GE(j["latency_us"]["max"].num(), 450'000);
+    EXPECT_EQ(errors_total(r), 0);
+    EXPECT_NEAR(j["throughput"]["msgs_total"].num(), 2500, 60);
+}
+
+TEST_F(FloodTest, RefusedConnectionsCountedAndExit4) {
+    int fd = floodtest::make_listener();
+    const std::uint16_t port = floodtest::port_of(fd);
+    ::close(fd);  // nothing listens there now
+    ToolRun r = flood({"--port", std::to_string(port), "-c", "3", "--duration", "0.6", "pingpong"});
+    EXPECT_EQ(r.code, 4) << r.out << r.err;
+    ASSERT_TRUE(r.json_ok);
+    EXPECT_GE(r.json["errors"]["econnrefused"].num(), 3);
+    EXPECT_EQ(r.json["connections"]["established"].num(), 0);
+    EXPECT_GE(r.json["connections"]["failed"].num(), 3);
+    EXPECT_TRUE(r.json["errors"]["first"].has("econnrefused"));
+}
+
+TEST_F(FloodTest, ProcsMergeExactly) {
+    TestServer srv;
+    ToolRun r = flood({"--port", port_arg(srv), "--procs", "2", "-c", "10", "--requests", "3001", "--duration", "20",
+                   "--verify", "pipeline", "4"});
+    ASSERT_TRUE(ok_exit(r)) << r.out << r.err;
+    ASSERT_TRUE(r.json_ok);
+    const JValue& j = r.json;
+    EXPECT_EQ(j["throughput"]["msgs_total"].num(), 3001);
+    EXPECT_EQ(j["throughput"]["requests_sent"].num(), 3001);
+    EXPECT_EQ(j["latency_us"]["count"].num(), 3001);
+    EXPECT_EQ(j["connections"]["established"].num(), 10);
+    EXPECT_EQ(j["connections"]["requested"].num(), 10);
+    EXPECT_EQ(j["generator"]["procs"].num(), 2);
+    EXPECT_EQ(errors_total(r), 0);
+    EXPECT_LT(j["generator"]["wall_s"].num(), 10);  // ended by the count bound
+}
+
+TEST_F(FloodTest, FiveThousandConnectionsEstablished) {
+    TestServer srv;
+    ToolRun r = flood({"--port", port_arg(srv), "-c", "5000", "--duration", "2", "idle"});
+    EXPECT_TRUE(ok_exit(r)) << r.out << r.err;
+    ASSERT_TRUE(r.json_ok);
+    EXPECT_EQ(r.json["connections"]["requested"].num(), 5000);
+    EXPECT_EQ(r.json["connections"]["established"].num(), 5000);
+    EXPECT_EQ(errors_total(r), 0);
+}
+
+TEST_F(FloodTest, HalfcloseReportsServerBehaviour) {
+    TestServer srv;
+    ToolRun r = flood({"--port", port_arg(srv), "-c", "4", "--duration", "0.5", "--verify", "halfclose"});
+    EXPECT_TRUE(ok_exit(r)) << r.out << r.err;
+    ASSERT_TRUE(r.json_ok);
+    const JValue& b = r.json["server_behaviour"];
+    EXPECT_GT(b["fin"].num(), 0);
+    EXPECT_GT(b["reply_complete"].num(), 0);
+    EXPECT_EQ(b["rst"].num(), 0);
+    EXPECT_TRUE(b.has("still_open"));
+    EXPECT_TRUE(b["time_to_close_us"].has("p99"));
+    EXPECT_EQ(errors_total(r), 0);
+}
+
+TEST_F(FloodTest, ChurnAndStormAndFirehoseRun) {
+    TestServer srv;
+    ToolRun churn = flood({"--port", port_arg(srv), "-c", "4", "--duration", "0.5", "--verify", "churn", "3"});
+    EXPECT_TRUE(ok_exit(churn)) << churn.out << churn.err;
+    ASSERT_TRUE(churn.json_ok);
+    EXPECT_GT(churn.json["connections"]["churn_cycles"].num(), 4);
+    EXPECT_EQ(errors_total(churn), 0);
+    ToolRun storm = flood({"--port", port_arg(srv), "-c", "500", "--duration", "3", "storm"});
+    EXPECT_TRUE(ok_exit(storm)) << storm.out << storm.err;
+    ASSERT_TRUE(storm.json_ok);
+    EXPECT_EQ(storm.json["connections"]["established"].num(), 500);
+    EXPECT_EQ(storm.json["connect_latency_us"]["count"].num(), 500);
+    EXPECT_EQ(storm.json["connections"]["time_to_n_s"].kind, JValue::Num);
+    ToolRun fh = flood({"--port", port_arg(srv), "-c", "2", "--duration", "0.5", "--requests", "20000", "firehose"});
+    EXPECT_TRUE(ok_exit(fh)) << fh.out << fh.err;
+    ASSERT_TRUE(fh.json_ok);
+    EXPECT_EQ(fh.json["throughput"]["msgs_total"].num(), 20000);
+}
+
+TEST_F(FloodTest, HungRequestsCountedAsResponseTimeout) {
+    ServerConfig cfg;
+    cfg.stall_after_ms = 100;
+    cfg.stall_ms = 900;
+    TestServer srv(cfg);
+    ToolRun r = flood({"--port", port_arg(srv), "-c", "2", "--duration", "1.5", "--response-timeout", "300", "pingpong"});
+    EXPECT_TRUE(ok_exit(r)) << r.out << r.err;
+    ASSERT_TRUE(r.json_ok);
+    EXPECT_GE(r.json["errors"]["response_timeout"].num(), 1);
+    EXPECT_LE(r.json["errors"]["response_timeout"].num(), 2);  // once per hung request
+    EXPECT_TRUE(r.json["errors"]["first"].has("response_timeout"));
+}
+
+TEST_F(FloodTest, HostileModesReportServerBehaviour) {
+    TestServer srv;
+    ToolRun reset = flood({"--port", port_arg(srv), "-c", "4", "--duration", "0.5", "reset"});
+    EXPECT_TRUE(ok_exit(reset)) << reset.out << reset.err;
+    ASSERT_TRUE(reset.json_ok);
+    EXPECT_GT(reset.json["server_behaviour"]["rst_sent"].num(), 4);
+    ToolRun loris = flood({"--port", port_arg(srv), "-c", "3", "--duration", "0.6", "--size", "4", "--slow-delay", "20",
+                           "--verify", "slowloris"});
+    EXPECT_TRUE(ok_exit(loris)) << loris.out << loris.err;
+    ASSERT_TRUE(loris.json_ok);
+    EXPECT_EQ(loris.json["server_behaviour"]["still_open"].num(), 3);  // the echo server never gives up on them
+    EXPECT_GT(loris.json["throughput"]["msgs_total"].num(), 3);       // 5-byte requests at 20 ms per byte
+    EXPECT_EQ(errors_total(loris), 0);
+    ToolRun slow = flood({"--port", port_arg(srv), "-c", "2", "--duration", "0.5", "--slow-read-bytes", "0", "slowread"});
+    EXPECT_TRUE(ok_exit(slow)) << slow.out << slow.err;
+    ASSERT_TRUE(slow.json_ok);
+    EXPECT_EQ(slow.json["server_behaviour"]["still_open"].num(), 2);
+}

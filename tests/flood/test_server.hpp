@@ -1,0 +1,170 @@
+// Tiny epoll echo server for the esockets-flood tests (single thread, level-triggered).
+// Behaviours: plain echo, corrupting echo (flips a bit in every chunk), and echo that
+// stalls once (the whole loop sleeps) a given time after the first byte arrives.
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace floodtest {
+
+struct ServerConfig {
+    bool corrupt = false;
+    int stall_after_ms = -1;  // < 0: never stall
+    int stall_ms = 0;
+};
+
+inline int make_listener(std::uint16_t port = 0, int backlog = 4096) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, backlog) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+inline std::uint16_t port_of(int fd) {
+    sockaddr_in a{};
+    socklen_t len = sizeof a;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    return ntohs(a.sin_port);
+}
+
+// Runs the echo loop on listen_fd until stop becomes true.
+inline void serve(int listen_fd, const ServerConfig& cfg, const std::atomic<bool>& stop) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = listen_fd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev);
+    struct Peer {
+        std::string out;
+        bool eof = false;
+    };
+    std::unordered_map<int, Peer> peers;
+    std::vector<epoll_event> evs(1024);
+    std::vector<char> buf(1 << 16);
+    bool stalled = false;
+    auto first_byte = std::chrono::steady_clock::time_point{};
+    bool got_first = false;
+    auto close_peer = [&](int fd) {
+        ::close(fd);
+        peers.erase(fd);
+    };
+    auto want = [&](int fd, const Peer& p) {
+        epoll_event e{};
+        e.events = p.out.empty() ? (p.eof ? 0u : static_cast<std::uint32_t>(EPOLLIN)) : static_cast<std::uint32_t>(EPOLLOUT);
+        e.data.fd = fd;
+        epoll_ctl(ep, EPOLL_CTL_MOD, fd, &e);
+    };
+    auto try_write = [&](int fd, Peer& p) -> bool {  // false: peer closed
+        while (!p.out.empty()) {
+            ssize_t w = ::send(fd, p.out.data(), p.out.size(), MSG_NOSIGNAL);
+            if (w < 0) {
+                if (errno == EAGAIN) break;
+                return false;
+            }
+            p.out.erase(0, static_cast<std::size_t>(w));
+        }
+        if (p.out.empty() && p.eof) return false;  // reply complete after half-close: FIN
+        want(fd, p);
+        return true;
+    };
+    while (!stop.load()) {
+        if (!stalled && got_first && cfg.stall_after_ms >= 0 &&
+            std::chrono::steady_clock::now() - first_byte > std::chrono::milliseconds(cfg.stall_after_ms)) {
+            stalled = true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(cfg.stall_ms));
+        }
+        int n = epoll_wait(ep, evs.data(), static_cast<int>(evs.size()), 5);
+        for (int k = 0; k < n; ++k) {
+            const int fd = evs[static_cast<std::size_t>(k)].data.fd;
+            if (fd == listen_fd) {
+                for (;;) {
+                    int c = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                    if (c < 0) break;
+                    int one = 1;
+                    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                    epoll_event e{};
+                    e.events = EPOLLIN;
+                    e.data.fd = c;
+                    epoll_ctl(ep, EPOLL_CTL_ADD, c, &e);
+                    peers[c];
+                }
+                continue;
+            }
+            auto it = peers.find(fd);
+            if (it == peers.end()) continue;
+            Peer& p = it->second;
+            if (evs[static_cast<std::size_t>(k)].events & EPOLLOUT) {
+                if (!try_write(fd, p)) close_peer(fd);
+                continue;
+            }
+            ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+            if (r > 0) {
+                if (!got_first) {
+                    got_first = true;
+                    first_byte = std::chrono::steady_clock::now();
+                }
+                if (cfg.corrupt) buf[0] = static_cast<char>(buf[0] ^ 0x20);
+                p.out.append(buf.data(), static_cast<std::size_t>(r));
+                if (!try_write(fd, p)) close_peer(fd);
+            } else if (r == 0) {
+                p.eof = true;
+                if (!try_write(fd, p)) close_peer(fd);
+            } else if (errno != EAGAIN) {
+                close_peer(fd);
+            }
+        }
+    }
+    for (auto& [fd, p] : peers) ::close(fd);
+    ::close(ep);
+}
+
+// Echo server on 127.0.0.1:<ephemeral> in a background thread.
+class TestServer {
+public:
+    explicit TestServer(ServerConfig cfg = {}) : cfg_(cfg) {
+        lfd_ = make_listener();
+        port_ = port_of(lfd_);
+        th_ = std::thread([this] { serve(lfd_, cfg_, stop_); });
+    }
+    ~TestServer() {
+        stop_ = true;
+        th_.join();
+        ::close(lfd_);
+    }
+    TestServer(const TestServer&) = delete;
+    TestServer& operator=(const TestServer&) = delete;
+    std::uint16_t port() const { return port_; }
+
+private:
+    ServerConfig cfg_;
+    int lfd_ = -1;
+    std::uint16_t port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::thread th_;
+};
+
+}  // namespace floodtest

@@ -1,0 +1,129 @@
+// Bad options throw std::invalid_argument naming the field; a taken port throws
+// std::system_error naming host:port; start() twice throws.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <functional>
+#include <stdexcept>
+#include <system_error>
+
+#include "test_support.hpp"
+
+namespace esockets::test {
+namespace {
+
+struct BadCase {
+  const char* field;
+  std::function<void(ServerOptions&)> apply;
+};
+
+TEST(Options, BadOptionsThrowInvalidArgumentNamingTheField) {
+  const std::vector<BadCase> cases = {
+      {"shards", [](ServerOptions& o) { o.shards = 0; }},
+      {"shards", [](ServerOptions& o) { o.shards = 256; }},
+      {"workers", [](ServerOptions& o) { o.workers = 256; }},
+      {"host", [](ServerOptions& o) { o.host = "localhost"; }},
+      {"host", [](ServerOptions& o) { o.host = ""; }},
+      {"host", [](ServerOptions& o) { o.host = "127.0.0.300"; }},
+      {"backlog", [](ServerOptions& o) { o.backlog = 0; }},
+      {"read_chunk", [](ServerOptions& o) { o.read_chunk = 10; }},
+      {"length_prefix_bytes",
+       [](ServerOptions& o) {
+         o.framing = Framing::length_prefixed;
+         o.length_prefix_bytes = 3;
+       }},
+      {"max_frame", [](ServerOptions& o) { o.max_frame = 0; }},
+      {"output_low_watermark",
+       [](ServerOptions& o) { o.output_low_watermark = o.output_high_watermark + 1; }},
+      {"output_high_watermark",
+       [](ServerOptions& o) { o.output_high_watermark = o.output_hard_cap + 1; }},
+      {"worker_queue_capacity", [](ServerOptions& o) { o.worker_queue_capacity = 1; }},
+      {"command_queue_capacity", [](ServerOptions& o) { o.command_queue_capacity = 1; }},
+      {"shutdown_timeout", [](ServerOptions& o) { o.shutdown_timeout = std::chrono::milliseconds(-1); }},
+      {"linger_timeout", [](ServerOptions& o) { o.linger_timeout = std::chrono::milliseconds(-1); }},
+  };
+  CountingHandler h;
+  for (const auto& c : cases) {
+    ServerOptions o = loopback_options();
+    c.apply(o);
+    try {
+      Server s(h, o);
+      ADD_FAILURE() << "no exception for a bad " << c.field;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(c.field), std::string::npos)
+          << "what() = '" << e.what() << "' does not name " << c.field;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << c.field << ": wrong exception type: " << e.what();
+    }
+  }
+  EXPECT_EQ(h.starts.load(), 0);
+}
+
+TEST(Options, GoodEdgeOptionsAreAccepted) {
+  CountingHandler h;
+  ServerOptions o = loopback_options(255, 0);
+  o.length_prefix_bytes = 3;  // ignored unless length_prefixed
+  EXPECT_NO_THROW(Server(h, o));
+  o = loopback_options();
+  o.host = "::1";
+  EXPECT_NO_THROW(Server(h, o));
+}
+
+TEST(Options, BindingATakenPortThrowsSystemErrorWithHostPort) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  const std::uint16_t port = ntohs(a.sin_port);
+  CountingHandler h;
+  ServerOptions o = loopback_options(2, 1);
+  o.port = port;
+  Server server(h, o);
+  try {
+    server.start();
+    ADD_FAILURE() << "start() on a taken port did not throw";
+  } catch (const std::system_error& e) {
+    EXPECT_NE(std::string(e.what()).find("127.0.0.1:" + std::to_string(port)), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(h.starts.load(), 0) << "on_start must not run when binding fails";
+  EXPECT_FALSE(server.running());
+  ::close(fd);
+}
+
+TEST(Options, StartTwiceThrows) {
+  CountingHandler h;
+  Server server(h, loopback_options());
+  server.start();
+  EXPECT_THROW(server.start(), std::logic_error);
+  EXPECT_TRUE(server.running());
+  server.stop();
+  EXPECT_THROW(server.start(), std::logic_error) << "a Server runs once";
+  EXPECT_EQ(h.starts.load(), 1);
+}
+
+TEST(Options, PortIsReportedAndTwoServersGetDifferentPorts) {
+  CountingHandler h1, h2;
+  Server a(h1, loopback_options(2, 0)), b(h2, loopback_options());
+  a.start();
+  b.start();
+  EXPECT_NE(a.port(), 0);
+  EXPECT_NE(b.port(), 0);
+  EXPECT_NE(a.port(), b.port());
+  Client ca(a.port());
+  ASSERT_TRUE(ca.send_all("a"));
+  EXPECT_EQ(ca.recv_exact(1), "a");
+  EXPECT_EQ(h2.connects.load(), 0);
+}
+
+}  // namespace
+}  // namespace esockets::test
