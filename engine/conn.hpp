@@ -39,6 +39,7 @@ struct Conn {
   bool registered : 1 = true;    // in the epoll set
   bool timed : 1 = false;        // on the shard's timed list
   bool hup : 1 = false;          // EPOLLHUP seen while not reading
+  bool moving : 1 = false;       // being handed to another shard: out of our epoll set
 
   ConnectionId id() const { return pub.id_; }
   int fd() const { return pub.fd_; }

@@ -25,7 +25,7 @@ enum class EventKind : std::uint8_t {
   output_low,   // ... and fell below the low watermark again
   eof,          // the peer shut down its side: answer with CommandKind::eof_ack
   barrier,      // stop protocol: answer with CommandKind::barrier_ack
-  shard_done,   // the shard ended; no more events from it
+  moved,        // the connection now lives on shard `len`; its later events come from there
 };
 
 struct Event {
@@ -44,6 +44,9 @@ enum class CommandKind : std::uint8_t {
   broadcast,    // data: SharedPayload*
   eof_ack,      // the worker handled everything before the eof event
   barrier_ack,  // the worker handled everything before the barrier event
+  adopt,        // data: AdoptBatch*, connections handed over by another shard
+  adopt_fd,     // data: FreshFd*, a just-accepted socket placed here by least_loaded balance
+  move_out,     // data: MoveRequest*, hand connections to other shards (rebalance, retire)
 };
 
 struct Command {
@@ -52,7 +55,14 @@ struct Command {
   std::uint32_t len;
   CommandKind kind;
   std::uint8_t reason;
+  std::uint8_t shard;  // explicit target for commands not about one connection
 };
+
+/// Commands not addressed to a connection name their shard explicitly.
+inline bool targets_shard(CommandKind k) {
+  return k == CommandKind::broadcast || k == CommandKind::barrier_ack ||
+         k == CommandKind::adopt || k == CommandKind::adopt_fd || k == CommandKind::move_out;
+}
 
 static_assert(std::is_trivially_copyable_v<Event> && std::is_trivially_destructible_v<Event>);
 static_assert(std::is_trivially_copyable_v<Command> && std::is_trivially_destructible_v<Command>);
