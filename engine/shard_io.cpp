@@ -24,7 +24,7 @@ namespace esockets::detail {
 
 namespace {
 constexpr int kAcceptBudget = 256;
-constexpr int kReadBudget = 16;            // reads per readable event (fairness)
+constexpr int kReadBudget = 4;             // reads per readable event (fairness)
 constexpr int kIovMax = 64;
 constexpr std::int64_t kAcceptRetryMs = 100;  // fallback re-arm after EMFILE
 constexpr std::uint64_t kListenerTag = ConnectionId(0, 0xffffff, 0).value();
