@@ -172,6 +172,8 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (o.output_total_cap < o.output_hard_cap) o.output_total_cap = o.output_hard_cap;
+
   // Engine threads inherit this mask: only the main thread takes the stop signals.
   sigset_t set;
   sigemptyset(&set);
