@@ -13,7 +13,7 @@ namespace esockets::detail {
 
 enum class ConnState : std::uint8_t {
   open,         // reading and writing
-  half_closed,  // the peer sent FIN; waiting for the worker to finish its messages (eof_ack)
+  half_closed,  // reading stopped (peer FIN, framing error); waiting for the worker's eof_ack
   closing,      // flushing output, then closing; no more reads delivered
   lingering,    // identity retired; our FIN sent, draining unread input until the peer's FIN
 };

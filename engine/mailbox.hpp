@@ -56,7 +56,7 @@ struct Command {
   std::uint32_t len;
   CommandKind kind;
   std::uint8_t reason;
-  std::uint8_t shard;  // explicit target for commands not about one connection
+  std::uint8_t shard = 0;  // explicit target for commands not about one connection
 };
 
 /// Commands not addressed to a connection name their shard explicitly.

@@ -246,7 +246,7 @@ void Shard::dispatch(const epoll_event& ev) {
       // Hang-up while we are not reading (paused / closing): level-triggered HUP would spin, so
       // leave the epoll set until reading resumes; a closing connection cannot be written to.
       if (c->state == ConnState::closing || c->state == ConnState::half_closed) {
-        abort_conn(c, c->state == ConnState::closing ? c->reason : CloseReason::peer_closed);
+        abort_conn(c, c->reason);
         return;
       }
       c->hup = true;
@@ -307,7 +307,7 @@ void Shard::apply(const Command& cmd) {
     }
     case CommandKind::eof_ack: {
       Conn* c = target_of(cmd);
-      if (c != nullptr && c->state == ConnState::half_closed) begin_close(c, CloseReason::peer_closed);
+      if (c != nullptr && c->state == ConnState::half_closed) begin_close(c, c->reason);
       return;
     }
     case CommandKind::broadcast: {

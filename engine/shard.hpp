@@ -113,6 +113,7 @@ class Shard {
   void deliver(Conn* c, const char* p, std::size_t n);
   bool deliver_frame(Conn* c, std::string_view frame);
   void on_eof(Conn* c);
+  void close_after_worker(Conn* c, CloseReason reason);
   void writable(Conn* c);
   void flush(Conn* c);
   void append(Conn* c, const char* p, std::size_t n);

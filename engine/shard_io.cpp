@@ -249,20 +249,27 @@ void Shard::deliver(Conn* c, const char* p, std::size_t n) {
   if (st == FeedStatus::error) {
     warn(std::string("framing error from ") + c->pub.getip() + ": " + to_string(c->frame.error()));
     c->frame.clear();
-    begin_close(c, CloseReason::framing_error);
+    close_after_worker(c, CloseReason::framing_error);
   }
+}
+
+void Shard::close_after_worker(Conn* c, CloseReason reason) {
+  // Inline, every reply to earlier frames is already queued. With workers, some may still be
+  // on their way: read no more, and close once the worker acknowledges (it answers the eof
+  // event after everything before it), so those replies go out first.
+  if (outboxes_.empty()) {
+    begin_close(c, reason);
+    return;
+  }
+  c->state = ConnState::half_closed;
+  c->reason = reason;
+  update_interest(c);
+  emit(c->worker, Event{c->id().value(), nullptr, 0, EventKind::eof, 0});
 }
 
 void Shard::on_eof(Conn* c) {
   c->peer_eof = true;
-  if (outboxes_.empty()) {
-    begin_close(c, CloseReason::peer_closed);
-    return;
-  }
-  // Workers may still be answering earlier messages: close after they acknowledge.
-  c->state = ConnState::half_closed;
-  update_interest(c);
-  emit(c->worker, Event{c->id().value(), nullptr, 0, EventKind::eof, 0});
+  close_after_worker(c, CloseReason::peer_closed);
 }
 
 void Shard::resume_reading(Conn* c) {
@@ -453,7 +460,7 @@ void Shard::finish_close(Conn* c) {
   // Everything owed was sent. If the peer may still be sending, closing now would answer
   // its data with RST and could destroy our last bytes in flight: send FIN and drain first.
   const bool linger = !c->peer_eof && c->reason != CloseReason::reset &&
-                      c->reason != CloseReason::io_error && c->reason != CloseReason::refused;
+                      c->reason != CloseReason::io_error;
   retire(c, c->reason);
   if (!linger || c->hup || !c->registered) {
     close_fd(c);
@@ -490,6 +497,7 @@ void Shard::retire(Conn* c, CloseReason reason) {
   counters_.connections.sub();
   if (c->user_paused || c->flow_paused) counters_.paused.sub();
   counters_.closes[static_cast<std::size_t>(reason)].add();
+  if (reason == CloseReason::refused) counters_.refused.add();  // refused by the handler
   counters_.output_bytes.sub(c->out.bytes());
   c->out.clear(pool_);
   c->frame.clear();
