@@ -46,7 +46,7 @@ Event make_item<Event>(std::uint64_t i) {
 }
 template <>
 Command make_item<Command>(std::uint64_t i) {
-  return Command{i, nullptr, 64, CommandKind::send, 0};
+  return Command{i, nullptr, 64, CommandKind::send, 0, 0};
 }
 
 inline void cpu_relax() {
@@ -247,7 +247,7 @@ void BM_RoundTrip_Wakeup(benchmark::State& state) {
   std::thread server([&] {
     Event e;
     while (server_side.wait_pop(requests, e, stop)) {
-      while (!replies.push(Command{e.id, nullptr, e.len, CommandKind::send, 0})) cpu_relax();
+      while (!replies.push(Command{e.id, nullptr, e.len, CommandKind::send, 0, 0})) cpu_relax();
       client_side.wake().notify();
     }
   });
@@ -308,7 +308,7 @@ void BM_RoundTrip_MutexCondvar(benchmark::State& state) {
   std::atomic<bool> stop{false};
   std::thread server([&] {
     Event e;
-    while (requests.wait_pop(e, stop)) replies.push(Command{e.id, nullptr, e.len, CommandKind::send, 0});
+    while (requests.wait_pop(e, stop)) replies.push(Command{e.id, nullptr, e.len, CommandKind::send, 0, 0});
   });
   std::uint64_t i = 0;
   Command reply;

@@ -40,13 +40,13 @@ Conn* fake_conn(std::uint32_t slot) {
 constexpr std::size_t kCapacity = 1u << 16;
 
 void BM_Table_OpenRetireClear(benchmark::State& state) {
-  ConnectionTable table(0, kCapacity);
+  ConnectionTable table(kCapacity);
   std::uint32_t slot = 0;
   for (auto _ : state) {
-    ConnectionId id = table.open(slot, fake_conn(slot));
-    benchmark::DoNotOptimize(table.find(id));
+    ConnectionId id = table.open(0, slot, fake_conn(slot));
+    benchmark::DoNotOptimize(table.find(id, 0));
     table.retire(slot);
-    benchmark::DoNotOptimize(table.find(id));  // stale now
+    benchmark::DoNotOptimize(table.find(id, 0));  // stale now
     table.clear(slot);
     slot = (slot + 1) & (kCapacity - 1);
   }
@@ -56,18 +56,18 @@ BENCHMARK(BM_Table_OpenRetireClear);
 
 void BM_Table_Find(benchmark::State& state) {
   const auto n = static_cast<std::uint32_t>(state.range(0));
-  ConnectionTable table(0, kCapacity);
+  ConnectionTable table(kCapacity);
   std::vector<ConnectionId> ids;
   ids.reserve(n);
   // Spread the slots the way fds spread: dense from a small base.
-  for (std::uint32_t i = 0; i < n; ++i) ids.push_back(table.open(16 + i, fake_conn(16 + i)));
+  for (std::uint32_t i = 0; i < n; ++i) ids.push_back(table.open(0, 16 + i, fake_conn(16 + i)));
   // Visit in a scrambled order so the hardware prefetcher does not do all the work.
   std::vector<ConnectionId> order;
   order.reserve(n);
   for (std::uint32_t i = 0; i < n; ++i) order.push_back(ids[(i * 2654435761u) % n]);
   std::size_t k = 0;
   for (auto _ : state) {
-    benchmark::DoNotOptimize(table.find(order[k]));
+    benchmark::DoNotOptimize(table.find(order[k], 0));
     if (++k == n) k = 0;
   }
   state.SetItemsProcessed(state.iterations());
@@ -75,16 +75,16 @@ void BM_Table_Find(benchmark::State& state) {
 BENCHMARK(BM_Table_Find)->Arg(64)->Arg(4096)->Arg(50000);
 
 void BM_Table_FindStale(benchmark::State& state) {
-  ConnectionTable table(0, kCapacity);
+  ConnectionTable table(kCapacity);
   std::vector<ConnectionId> stale;
   for (std::uint32_t i = 0; i < 1024; ++i) {
-    stale.push_back(table.open(i, fake_conn(i)));
+    stale.push_back(table.open(0, i, fake_conn(i)));
     table.clear(i);
-    table.open(i, fake_conn(i));  // the slot is live again under a newer generation
+    table.open(0, i, fake_conn(i));  // the slot is live again under a newer generation
   }
   std::size_t k = 0;
   for (auto _ : state) {
-    benchmark::DoNotOptimize(table.find(stale[k]));
+    benchmark::DoNotOptimize(table.find(stale[k], 0));
     k = (k + 1) & 1023;
   }
   state.SetItemsProcessed(state.iterations());
@@ -96,9 +96,9 @@ BENCHMARK(BM_Table_FindStale);
 void BM_Table_LiveFromOtherThread(benchmark::State& state) {
   const bool churn = state.range(0) != 0;
   constexpr std::uint32_t kSlots = 4096;
-  ConnectionTable table(0, kCapacity);
+  ConnectionTable table(kCapacity);
   std::vector<ConnectionId> ids;
-  for (std::uint32_t i = 0; i < kSlots; ++i) ids.push_back(table.open(i, fake_conn(i)));
+  for (std::uint32_t i = 0; i < kSlots; ++i) ids.push_back(table.open(0, i, fake_conn(i)));
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> churned{0};
   std::thread owner;
@@ -108,7 +108,7 @@ void BM_Table_LiveFromOtherThread(benchmark::State& state) {
       std::uint64_t n = 0;
       while (!stop.load(std::memory_order_relaxed)) {
         table.clear(s);
-        table.open(s, fake_conn(s));
+        table.open(0, s, fake_conn(s));
         s = (s + 1) & (kSlots - 1);
         ++n;
       }
@@ -131,8 +131,8 @@ BENCHMARK(BM_Table_LiveFromOtherThread)->ArgName("churn")->Arg(0)->Arg(1)->UseRe
 
 void BM_Table_ForEachLive(benchmark::State& state) {
   const auto n = static_cast<std::uint32_t>(state.range(0));
-  ConnectionTable table(0, kCapacity);
-  for (std::uint32_t i = 0; i < n; ++i) table.open(i, fake_conn(i));
+  ConnectionTable table(kCapacity);
+  for (std::uint32_t i = 0; i < n; ++i) table.open(0, i, fake_conn(i));
   for (auto _ : state) {
     std::uint64_t count = 0;
     table.for_each_live([&](ConnectionId id) { count += id.generation() & 1u; });

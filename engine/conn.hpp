@@ -13,7 +13,7 @@ namespace esockets::detail {
 
 enum class ConnState : std::uint8_t {
   open,         // reading and writing
-  half_closed,  // the peer sent FIN; waiting for the worker to finish its messages (eof_ack)
+  half_closed,  // reading stopped (peer FIN, framing error); waiting for the worker's eof_ack
   closing,      // flushing output, then closing; no more reads delivered
   lingering,    // identity retired; our FIN sent, draining unread input until the peer's FIN
 };
@@ -39,6 +39,7 @@ struct Conn {
   bool registered : 1 = true;    // in the epoll set
   bool timed : 1 = false;        // on the shard's timed list
   bool hup : 1 = false;          // EPOLLHUP seen while not reading
+  bool moving : 1 = false;       // being handed to another shard: out of our epoll set
 
   ConnectionId id() const { return pub.id_; }
   int fd() const { return pub.fd_; }

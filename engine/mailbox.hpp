@@ -3,16 +3,17 @@
 //
 //   EventQueue    shard -> worker   spsc, one per (shard, worker)
 //   CommandQueue  worker -> shard   spsc, one per (worker, shard)
-//   CommandInbox  any thread -> shard   mpsc (Boost's MPMC queue, fixed size), one per shard
+//   CommandInbox  any thread -> shard   mpsc, one per shard (MpscRing below)
 //
 // Every element is trivially copyable; payloads travel as heap pointers whose ownership moves
 // with the element (freed by the consumer, or by the queue's owner at teardown).
 #pragma once
 
 #include <atomic>
-#include <boost/lockfree/queue.hpp>
 #include <boost/lockfree/spsc_queue.hpp>
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 
 namespace esockets::detail {
@@ -25,7 +26,7 @@ enum class EventKind : std::uint8_t {
   output_low,   // ... and fell below the low watermark again
   eof,          // the peer shut down its side: answer with CommandKind::eof_ack
   barrier,      // stop protocol: answer with CommandKind::barrier_ack
-  shard_done,   // the shard ended; no more events from it
+  moved,        // the connection now lives on shard `len`; its later events come from there
 };
 
 struct Event {
@@ -44,6 +45,9 @@ enum class CommandKind : std::uint8_t {
   broadcast,    // data: SharedPayload*
   eof_ack,      // the worker handled everything before the eof event
   barrier_ack,  // the worker handled everything before the barrier event
+  adopt,        // data: AdoptBatch*, connections handed over by another shard
+  adopt_fd,     // data: FreshFd*, a just-accepted socket placed here by least_loaded balance
+  move_out,     // data: MoveRequest*, hand connections to other shards (rebalance, retire)
 };
 
 struct Command {
@@ -52,7 +56,14 @@ struct Command {
   std::uint32_t len;
   CommandKind kind;
   std::uint8_t reason;
+  std::uint8_t shard = 0;  // explicit target for commands not about one connection
 };
+
+/// Commands not addressed to a connection name their shard explicitly.
+inline bool targets_shard(CommandKind k) {
+  return k == CommandKind::broadcast || k == CommandKind::barrier_ack ||
+         k == CommandKind::adopt || k == CommandKind::adopt_fd || k == CommandKind::move_out;
+}
 
 static_assert(std::is_trivially_copyable_v<Event> && std::is_trivially_destructible_v<Event>);
 static_assert(std::is_trivially_copyable_v<Command> && std::is_trivially_destructible_v<Command>);
@@ -66,9 +77,71 @@ struct SharedPayload {
 SharedPayload* make_shared_payload(const char* p, std::uint32_t n, std::uint32_t refs);
 void release_shared_payload(SharedPayload* s);
 
+// A bounded multi-producer, single-consumer ring (after Dmitry Vyukov's bounded MPMC queue):
+// each cell has a sequence number that says whose turn it is. Producers claim a position with
+// one CAS and publish the cell with a release store; the consumer takes cells in position
+// order, so commands from one producer keep their order. Used instead of
+// boost::lockfree::queue, whose freelist reads node memory another thread may be writing (by
+// design, checked by a later CAS) and so cannot run clean under ThreadSanitizer
+// (boostorg/lockfree issue 78); here every shared access is an atomic or ordered by one.
+template <class T>
+class MpscRing {
+ public:
+  explicit MpscRing(std::size_t capacity) {
+    std::size_t n = 2;
+    while (n < capacity) n <<= 1;
+    mask_ = n - 1;
+    cells_.reset(new Cell[n]);
+    for (std::size_t i = 0; i < n; ++i) cells_[i].seq.store(i, std::memory_order_relaxed);
+  }
+  /// Any thread; false when full. Never blocks.
+  bool push(const T& v) {
+    std::size_t pos = tail_.load(std::memory_order_relaxed);
+    for (;;) {
+      Cell& c = cells_[pos & mask_];
+      const std::size_t seq = c.seq.load(std::memory_order_acquire);
+      const auto diff = static_cast<std::ptrdiff_t>(seq) - static_cast<std::ptrdiff_t>(pos);
+      if (diff == 0) {
+        if (tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
+          c.value = v;
+          c.seq.store(pos + 1, std::memory_order_release);
+          return true;
+        }
+      } else if (diff < 0) {
+        return false;  // the consumer has not freed this cell yet: full
+      } else {
+        pos = tail_.load(std::memory_order_relaxed);
+      }
+    }
+  }
+  /// Consumer only; false when the next cell is not published yet.
+  bool pop(T& out) {
+    Cell& c = cells_[head_ & mask_];
+    if (c.seq.load(std::memory_order_acquire) != head_ + 1) return false;
+    out = c.value;
+    c.seq.store(head_ + mask_ + 1, std::memory_order_release);
+    ++head_;
+    return true;
+  }
+  /// Consumer only.
+  bool empty() const {
+    return cells_[head_ & mask_].seq.load(std::memory_order_acquire) != head_ + 1;
+  }
+
+ private:
+  struct Cell {
+    std::atomic<std::size_t> seq{0};
+    T value{};
+  };
+  std::unique_ptr<Cell[]> cells_;
+  std::size_t mask_ = 0;
+  alignas(64) std::atomic<std::size_t> tail_{0};
+  alignas(64) std::size_t head_ = 0;
+};
+
 using EventQueue = boost::lockfree::spsc_queue<Event>;
 using CommandQueue = boost::lockfree::spsc_queue<Command>;
-using CommandInbox = boost::lockfree::queue<Command, boost::lockfree::fixed_sized<true>>;
+using CommandInbox = MpscRing<Command>;
 
 // Frees whatever a command/event still owns (used when it cannot be delivered).
 void dispose(const Command& c);

@@ -25,6 +25,9 @@ SendStatus Server::send_frame(ConnectionId id, Bytes message) {
 }
 SendStatus Server::close(ConnectionId id) { return core_->close(id, CloseReason::closed_by_server); }
 std::size_t Server::broadcast(Bytes bytes) { return core_->broadcast(bytes); }
+void Server::set_shards(unsigned n) { core_->set_shards(n); }
+unsigned Server::shards() const { return core_->shards(); }
+void Server::rebalance() { core_->rebalance(); }
 std::size_t Server::client_count() const { return core_->client_count(); }
 void Server::for_each_client(const std::function<void(ConnectionId)>& fn) const {
   core_->for_each_client(fn);

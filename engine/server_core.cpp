@@ -10,6 +10,10 @@
 #include "send_queue.hpp"
 #include "shard.hpp"
 #include "socket_ops.hpp"
+#include <linux/filter.h>
+#include <sys/socket.h>
+#include <chrono>
+#include <thread>
 #include "worker.hpp"
 
 namespace esockets::detail {
@@ -28,7 +32,7 @@ constexpr std::size_t kFdReserve = 64;
 
 void validate_options_or_throw(const ServerOptions& o) {
   if (o.shards < 1 || o.shards > ServerCore::kMaxShards) {
-    bad_option("shards", "must be between 1 and 255 (got " + std::to_string(o.shards) + ")");
+    bad_option("shards", "must be between 1 and 254 (got " + std::to_string(o.shards) + ")");
   }
   if (o.workers > ServerCore::kMaxWorkers) {
     bad_option("workers", "must be at most 255 (got " + std::to_string(o.workers) + ")");
@@ -87,16 +91,36 @@ ServerCore::ServerCore(Server& server, Handler& handler, ServerOptions options)
 
 ServerCore::~ServerCore() { stop(); }
 
+Shard* ServerCore::add_shard_locked(int listen_fd) {
+  const unsigned idx = shard_bound_.load(std::memory_order_relaxed);
+  if (idx >= kMaxShards) {
+    ::close(listen_fd);
+    throw std::length_error("esockets: a server can create at most 254 shards in its life");
+  }
+  auto sh = std::make_unique<Shard>(*this, idx, listen_fd);
+  Shard* p = sh.get();
+  owned_.push_back(std::move(sh));
+  load_[idx].v.store(0, std::memory_order_relaxed);
+  slots_[idx].store(p, std::memory_order_release);
+  shard_bound_.store(idx + 1, std::memory_order_release);
+  active_.push_back(idx);
+  group_.push_back(idx);
+  active_flag_[idx].store(true, std::memory_order_release);
+  return p;
+}
+
 void ServerCore::start() {
-  {
-    std::lock_guard lk(life_mu_);
-    if (state_.load() != State::idle) {
-      throw std::logic_error("esockets: Server::start() called twice (a Server runs once)");
-    }
+  std::lock_guard rl(resize_mu_);
+  if (state_.load() != State::idle) {
+    throw std::logic_error("esockets: Server::start() called twice (a Server runs once)");
   }
   table_capacity_ = fd_limit();
   const std::size_t limit_max = table_capacity_ > kFdReserve ? table_capacity_ - kFdReserve : 1;
   max_connections_ = opts_.max_connections == 0 ? limit_max : opts_.max_connections;
+  table_ = std::make_unique<ConnectionTable>(table_capacity_);
+  epoch_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now().time_since_epoch())
+                  .count();
 
   // Bind every listener first so a failure leaves nothing running.
   std::vector<int> fds;
@@ -108,8 +132,9 @@ void ServerCore::start() {
     }
     port_ = port;
     for (unsigned i = 0; i < opts_.shards; ++i) {
-      shards_.push_back(std::make_unique<Shard>(*this, i, fds[i]));
+      int fd = fds[i];
       fds[i] = -1;  // owned by the shard now
+      add_shard_locked(fd);
     }
     for (unsigned w = 0; w < opts_.workers; ++w) {
       workers_.push_back(std::make_unique<Worker>(*this, w));
@@ -118,14 +143,18 @@ void ServerCore::start() {
     for (int fd : fds) {
       if (fd >= 0) ::close(fd);
     }
-    shards_.clear();
+    for (unsigned i = 0; i < shard_bound_.load(); ++i) slots_[i].store(nullptr);
+    shard_bound_.store(0);
+    owned_.clear();
+    active_.clear();
+    group_.clear();
     workers_.clear();
     throw;
   }
   handler_.on_start(server_);
   state_.store(State::running, std::memory_order_release);
   for (auto& w : workers_) w->start();
-  for (auto& s : shards_) s->start();
+  for (auto& s : owned_) s->start();
 }
 
 void ServerCore::stop() {
@@ -139,12 +168,16 @@ void ServerCore::stop() {
     }
     state_.store(State::stopping, std::memory_order_release);
   }
+  std::lock_guard rl(resize_mu_);  // a set_shards/rebalance in progress finishes first
   try {
     handler_.on_server_shutting_down(server_);
   } catch (...) {
   }
-  for (auto& s : shards_) s->request_stop();
-  for (auto& s : shards_) s->join();
+  for (unsigned i : active_) shard_ptr(i)->request_stop();
+  for (auto& s : owned_) s->join();
+  // Every shard has pushed its last event: workers drain the queues and leave.
+  workers_exit_.store(true, std::memory_order_release);
+  for (auto& w : workers_) w->notify();
   for (auto& w : workers_) w->join();
   try {
     handler_.on_server_shut_down(server_);
@@ -163,6 +196,172 @@ void ServerCore::wait() {
     State st = state_.load();
     return st == State::idle || st == State::stopped;
   });
+}
+
+unsigned ServerCore::shards() const {
+  if (state_.load(std::memory_order_acquire) == State::idle) return opts_.shards;
+  unsigned n = 0;
+  const unsigned bound = shard_bound();
+  for (unsigned i = 0; i < bound; ++i) n += active_flag_[i].load(std::memory_order_acquire) ? 1 : 0;
+  return n;
+}
+
+std::vector<unsigned> ServerCore::active_snapshot() const {
+  std::vector<unsigned> v;
+  const unsigned bound = shard_bound();
+  for (unsigned i = 0; i < bound; ++i) {
+    if (active_flag_[i].load(std::memory_order_acquire)) v.push_back(i);
+  }
+  return v;
+}
+
+void ServerCore::set_shards(unsigned n) {
+  if (n < 1 || n > kMaxShards) {
+    throw std::invalid_argument("esockets: set_shards(" + std::to_string(n) +
+                                "): the shard count must be between 1 and 254");
+  }
+  if (tls_context.core == this) {
+    throw std::logic_error("esockets: set_shards() must not be called from a handler (it waits "
+                           "for engine threads); call it from another thread");
+  }
+  std::lock_guard rl(resize_mu_);
+  const State st = state_.load(std::memory_order_acquire);
+  if (st == State::idle) {
+    opts_.shards = n;
+    return;
+  }
+  if (st != State::running) {
+    throw std::logic_error("esockets: set_shards() called while the server is stopping or stopped");
+  }
+  while (active_.size() < n) {
+    int fd = create_listener_or_throw(opts_.host, port_, opts_.backlog);
+    Shard* s = add_shard_locked(fd);
+    s->start();
+  }
+  while (active_.size() > n) retire_shard_locked();
+  wait_transit_locked();
+}
+
+void ServerCore::wait_transit_locked() {
+  // Hand-overs are posted; return once every adopting shard has taken its connections.
+  while (in_transit_.load(std::memory_order_acquire) > 0) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+void ServerCore::retire_shard_locked() {
+  const unsigned victim = active_.back();
+  std::vector<unsigned> rest(active_.begin(), active_.end() - 1);
+  steer_locked(rest);  // new connections stop reaching the victim's listener
+  active_.pop_back();
+  active_flag_[victim].store(false, std::memory_order_release);
+  Shard* s = shard_ptr(victim);
+  auto* req = new MoveRequest{std::vector<std::uint32_t>(rest.begin(), rest.end()), SIZE_MAX, true};
+  const Command cmd{0, req, 0, CommandKind::move_out, 0, static_cast<std::uint8_t>(victim)};
+  while (!post_to_shard(victim, cmd)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  s->join();
+  // Its listener is closed: the kernel moved the group's last member into its position.
+  for (std::size_t i = 0; i < group_.size(); ++i) {
+    if (group_[i] == victim) {
+      group_[i] = group_.back();
+      group_.pop_back();
+      break;
+    }
+  }
+  unsteer_locked();
+}
+
+void ServerCore::steer_locked(const std::vector<unsigned>& receivers) {
+  if (receivers.empty() || !steering_ok_) return;
+  // Classic BPF for the reuseport group: a random member among the receivers' positions.
+  std::vector<sock_filter> code;
+  code.push_back(sock_filter{BPF_LD | BPF_W | BPF_ABS, 0, 0,
+                             static_cast<std::uint32_t>(SKF_AD_OFF + SKF_AD_RANDOM)});
+  code.push_back(sock_filter{BPF_ALU | BPF_MOD | BPF_K, 0, 0,
+                             static_cast<std::uint32_t>(receivers.size())});
+  for (std::size_t j = 0; j < receivers.size(); ++j) {
+    std::uint32_t pos = 0;
+    for (std::size_t g = 0; g < group_.size(); ++g) {
+      if (group_[g] == receivers[j]) pos = static_cast<std::uint32_t>(g);
+    }
+    code.push_back(sock_filter{BPF_JMP | BPF_JEQ | BPF_K, 0, 1, static_cast<std::uint32_t>(j)});
+    code.push_back(sock_filter{BPF_RET | BPF_K, 0, 0, pos});
+  }
+  code.push_back(sock_filter{BPF_RET | BPF_K, 0, 0, 0});
+  sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
+  const int fd = shard_ptr(receivers.front())->listen_fd();
+  if (fd < 0 || ::setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0) {
+    steering_ok_ = false;
+    try {
+      handler_.on_warning(
+          "esockets: this kernel refused reuseport BPF steering; a retiring shard keeps "
+          "accepting during its grace period and hands those connections over, but "
+          "handshakes completing after its listener closes may be reset");
+    } catch (...) {
+    }
+  }
+}
+
+void ServerCore::unsteer_locked() {
+  if (!steering_ok_ || active_.empty()) return;
+  const int fd = shard_ptr(active_.front())->listen_fd();
+  int dummy = 0;
+  if (fd >= 0) (void)::setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &dummy, sizeof dummy);
+}
+
+void ServerCore::rebalance() {
+  if (tls_context.core == this) {
+    throw std::logic_error("esockets: rebalance() must not be called from a handler");
+  }
+  std::lock_guard rl(resize_mu_);
+  if (state_.load(std::memory_order_acquire) != State::running || active_.size() < 2) return;
+  std::vector<std::int64_t> count;
+  std::int64_t total = 0;
+  for (unsigned i : active_) {
+    count.push_back(static_cast<std::int64_t>(shard_ptr(i)->counters().connections.get()));
+    total += count.back();
+  }
+  const std::int64_t mean = total / static_cast<std::int64_t>(active_.size());
+  std::vector<std::uint32_t> cold;
+  for (std::size_t k = 0; k < active_.size(); ++k) {
+    if (count[k] < mean) cold.push_back(active_[k]);
+  }
+  if (cold.empty()) return;
+  std::vector<std::pair<Shard*, std::uint64_t>> waits;
+  for (std::size_t k = 0; k < active_.size(); ++k) {
+    const std::int64_t excess = count[k] - mean;
+    if (excess <= 1) continue;
+    Shard* s = shard_ptr(active_[k]);
+    auto* req = new MoveRequest{cold, static_cast<std::size_t>(excess), false};
+    const std::uint64_t before = s->moves_done();
+    const Command cmd{0, req, 0, CommandKind::move_out, 0, static_cast<std::uint8_t>(active_[k])};
+    while (!post_to_shard(active_[k], cmd)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    waits.emplace_back(s, before);
+  }
+  for (auto& [s, before] : waits) {
+    while (s->moves_done() == before) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  wait_transit_locked();
+}
+
+std::uint32_t ServerCore::pick_least_loaded(std::uint32_t accepting) {
+  std::uint32_t best = accepting;
+  std::int64_t best_score = INT64_MAX;
+  const unsigned bound = shard_bound();
+  for (unsigned i = 0; i < bound; ++i) {
+    if (!active_flag_[i].load(std::memory_order_acquire)) continue;
+    Shard* s = shard_ptr(i);
+    // Connections weighted by how busy the shard was over the last second.
+    const std::int64_t busy = static_cast<std::int64_t>(s->counters().busy_permille.get());
+    const std::int64_t score =
+        (load_[i].v.load(std::memory_order_relaxed) + 1) * (1000 + 4 * busy);
+    if (score < best_score || (score == best_score && i == accepting)) {
+      best = i;
+      best_score = score;
+    }
+  }
+  load_[best].v.fetch_add(1, std::memory_order_relaxed);
+  return best;
 }
 
 void ServerCore::fd_released() { fd_release_epoch_.fetch_add(1, std::memory_order_relaxed); }
@@ -184,64 +383,105 @@ SendBlock* ServerCore::make_send_block(Bytes bytes, bool framed) const {
   return b;
 }
 
-SendStatus ServerCore::route(ConnectionId id, const Command& cmd) {
-  Shard& s = *shards_[id.shard()];
-  const ThreadContext& ctx = tls_context;
-  if (ctx.core == this && ctx.worker >= 0) {
-    return workers_[static_cast<unsigned>(ctx.worker)]->queue_command(id.shard(), cmd);
+bool ServerCore::post_to_shard(unsigned shard, const Command& cmd) {
+  Shard* s = shard < shard_bound() ? shard_ptr(shard) : nullptr;
+  if (s == nullptr || s->exited() || !s->post(cmd)) return false;
+  s->notify();
+  return true;
+}
+
+bool ServerCore::forward(unsigned shard, const Command& cmd) { return post_to_shard(shard, cmd); }
+
+SendStatus ServerCore::post_foreign(const Command& cmd) {
+  const ConnectionId id = ConnectionId::from_value(cmd.id);
+  // Resolve the owner and push inside the route epoch, so a hand-over in progress waits for
+  // this push before its shard drains its queues (see RouteEpoch).
+  const unsigned e = route_.enter();
+  const std::uint32_t owner = table_->owner(id.slot());
+  Shard* s = owner < shard_bound() ? shard_ptr(owner) : nullptr;
+  const bool pushed = s != nullptr && !s->exited() && s->post(cmd);
+  route_.exit(e);
+  if (s == nullptr || s->exited()) {
+    dispose(cmd);
+    return SendStatus::closed;
   }
-  if (!s.post(cmd)) {
+  if (!pushed) {
     dispose(cmd);
     return SendStatus::backpressure;
   }
-  s.notify();
+  s->notify();
   return SendStatus::ok;
 }
 
+SendStatus ServerCore::route_command(const Command& cmd) {
+  const ThreadContext& ctx = tls_context;
+  if (ctx.core == this && ctx.worker >= 0) {
+    return workers_[static_cast<unsigned>(ctx.worker)]->queue_command(cmd);
+  }
+  return post_foreign(cmd);
+}
+
+namespace {
+bool usable(const std::unique_ptr<ConnectionTable>& t, ConnectionId id) {
+  return t != nullptr && t->live(id);
+}
+}  // namespace
+
 SendStatus ServerCore::send(ConnectionId id, Bytes bytes, bool framed) {
-  if (!id.valid() || id.shard() >= shards_.size() || state_.load() == State::idle) {
+  if (state_.load(std::memory_order_acquire) == State::idle || !usable(table_, id)) {
     return SendStatus::closed;
   }
-  Shard& s = *shards_[id.shard()];
-  if (!s.table().live(id)) return SendStatus::closed;
   if (bytes.size() > opts_.output_hard_cap) return SendStatus::backpressure;
-  if (s.on_own_thread() && !framed) return s.send_local(id, bytes.data(), bytes.size());
+  const ThreadContext& ctx = tls_context;
+  if (ctx.core == this && ctx.shard >= 0 &&
+      table_->owner(id.slot()) == static_cast<std::uint32_t>(ctx.shard)) {
+    Shard& s = *shard_ptr(static_cast<unsigned>(ctx.shard));
+    if (!framed) return s.send_local(id, bytes.data(), bytes.size());
+    SendBlock* b = make_send_block(bytes, framed);
+    if (b == nullptr) return SendStatus::backpressure;
+    return s.send_local(id, b);
+  }
   SendBlock* b = make_send_block(bytes, framed);
   if (b == nullptr) return SendStatus::backpressure;  // too long for the length prefix
-  if (s.on_own_thread()) return s.send_local(id, b);
-  return route(id, Command{id.value(), b, b->size(), CommandKind::send, 0});
+  return route_command(Command{id.value(), b, b->size(), CommandKind::send, 0, 0});
 }
 
 SendStatus ServerCore::close(ConnectionId id, CloseReason reason) {
-  if (!id.valid() || id.shard() >= shards_.size() || state_.load() == State::idle) {
+  if (state_.load(std::memory_order_acquire) == State::idle || !usable(table_, id)) {
     return SendStatus::closed;
   }
-  Shard& s = *shards_[id.shard()];
-  if (!s.table().live(id)) return SendStatus::closed;
-  if (s.on_own_thread()) return s.close_local(id, reason);
-  return route(id, Command{id.value(), nullptr, 0, CommandKind::close,
-                           static_cast<std::uint8_t>(reason)});
+  const ThreadContext& ctx = tls_context;
+  if (ctx.core == this && ctx.shard >= 0 &&
+      table_->owner(id.slot()) == static_cast<std::uint32_t>(ctx.shard)) {
+    return shard_ptr(static_cast<unsigned>(ctx.shard))->close_local(id, reason);
+  }
+  return route_command(
+      Command{id.value(), nullptr, 0, CommandKind::close, static_cast<std::uint8_t>(reason), 0});
 }
 
 SendStatus ServerCore::set_paused(ConnectionId id, bool pause) {
-  if (!id.valid() || id.shard() >= shards_.size() || state_.load() == State::idle) {
+  if (state_.load(std::memory_order_acquire) == State::idle || !usable(table_, id)) {
     return SendStatus::closed;
   }
-  Shard& s = *shards_[id.shard()];
-  if (!s.table().live(id)) return SendStatus::closed;
-  if (s.on_own_thread()) return s.pause_local(id, pause);
-  return route(id, Command{id.value(), nullptr, 0,
-                           pause ? CommandKind::pause : CommandKind::resume, 0});
+  const ThreadContext& ctx = tls_context;
+  if (ctx.core == this && ctx.shard >= 0 &&
+      table_->owner(id.slot()) == static_cast<std::uint32_t>(ctx.shard)) {
+    return shard_ptr(static_cast<unsigned>(ctx.shard))->pause_local(id, pause);
+  }
+  return route_command(Command{id.value(), nullptr, 0,
+                               pause ? CommandKind::pause : CommandKind::resume, 0, 0});
 }
 
 std::size_t ServerCore::broadcast(Bytes bytes) {
-  if (state_.load() == State::idle || shards_.empty()) return 0;
-  const auto n = static_cast<std::uint32_t>(shards_.size());
-  SharedPayload* sp =
-      make_shared_payload(bytes.data(), static_cast<std::uint32_t>(bytes.size()), n);
+  if (state_.load(std::memory_order_acquire) == State::idle) return 0;
+  const std::vector<unsigned> shards = active_snapshot();
+  if (shards.empty()) return 0;
+  SharedPayload* sp = make_shared_payload(bytes.data(), static_cast<std::uint32_t>(bytes.size()),
+                                          static_cast<std::uint32_t>(shards.size()));
+  const ThreadContext& ctx = tls_context;
   std::size_t accepted = 0;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    Shard& s = *shards_[i];
+  for (unsigned i : shards) {
+    Shard& s = *shard_ptr(i);
     if (s.on_own_thread()) {
       // Our own shard applies it now, in order with our direct sends.
       s.broadcast_local(sp->data(), sp->len);
@@ -249,28 +489,41 @@ std::size_t ServerCore::broadcast(Bytes bytes) {
       ++accepted;
       continue;
     }
-    Command c{ConnectionId(i, 0, 0).value(), sp, sp->len, CommandKind::broadcast, 0};
-    if (route(ConnectionId(i, 0, 1), c) == SendStatus::ok) ++accepted;
+    const Command c{0, sp, sp->len, CommandKind::broadcast, 0, static_cast<std::uint8_t>(i)};
+    bool ok;
+    if (ctx.core == this && ctx.worker >= 0) {
+      ok = workers_[static_cast<unsigned>(ctx.worker)]->queue_command(c) == SendStatus::ok;
+    } else {
+      ok = post_to_shard(i, c);
+      if (!ok) release_shared_payload(sp);
+    }
+    if (ok) ++accepted;
   }
   return accepted;
 }
 
 std::size_t ServerCore::client_count() const {
   std::size_t n = 0;
-  for (const auto& s : shards_) n += s->counters().connections.get();
+  const unsigned bound = shard_bound();
+  for (unsigned i = 0; i < bound; ++i) n += shard_ptr(i)->counters().connections.get();
   return n;
 }
 
 void ServerCore::for_each_client(const std::function<void(ConnectionId)>& fn) const {
-  for (const auto& s : shards_) s->table().for_each_live(fn);
+  if (table_ != nullptr) table_->for_each_live(fn);
 }
 
 Stats ServerCore::stats() const {
   Stats st;
-  for (const auto& s : shards_) {
+  const unsigned bound = shard_bound();
+  for (unsigned i = 0; i < bound; ++i) {
+    const Shard* s = shard_ptr(i);
+    const bool active = active_flag_[i].load(std::memory_order_acquire);
     ShardStats x = s->counters().snapshot();
-    st.shards.push_back(x);
+    x.shard = i;
     ShardStats& t = st.total;
+    // Retired shards still count toward the totals (their history), not toward the list.
+    if (active) st.shards.push_back(x);
     t.connections += x.connections;
     t.accepts += x.accepts;
     t.refused += x.refused;
@@ -283,9 +536,29 @@ Stats ServerCore::stats() const {
     t.paused += x.paused;
     t.output_bytes += x.output_bytes;
     t.warnings += x.warnings;
-    for (std::size_t i = 0; i < kCloseReasonCount; ++i) t.closes[i] += x.closes[i];
+    t.events_per_sec += x.events_per_sec;
+    for (std::size_t r = 0; r < kCloseReasonCount; ++r) t.closes[r] += x.closes[r];
   }
   st.total.warnings += worker_warnings_.load(std::memory_order_relaxed);
+  if (!st.shards.empty()) {
+    double busy_sum = 0;
+    for (const auto& x : st.shards) busy_sum += x.busy_ratio;
+    st.total.busy_ratio = busy_sum / static_cast<double>(st.shards.size());
+    auto imbalance = [&](auto get) {
+      double mx = 0, sum = 0;
+      for (const auto& x : st.shards) {
+        const double v = static_cast<double>(get(x));
+        mx = v > mx ? v : mx;
+        sum += v;
+      }
+      const double mean = sum / static_cast<double>(st.shards.size());
+      return mean > 0 ? mx / mean : 1.0;
+    };
+    st.imbalance.connections = imbalance([](const ShardStats& x) { return x.connections; });
+    st.imbalance.accepts = imbalance([](const ShardStats& x) { return x.accepts; });
+    st.imbalance.events_per_sec = imbalance([](const ShardStats& x) { return x.events_per_sec; });
+    st.imbalance.busy_ratio = imbalance([](const ShardStats& x) { return x.busy_ratio; });
+  }
   return st;
 }
 

@@ -1,9 +1,11 @@
 // ServerCore: the Server's implementation. Owns the shards and workers, routes cross-thread
-// calls to the owning shard, and runs the start/stop lifecycle.
+// calls to the shard that owns a connection, and runs the lifecycle: start, stop, and live
+// resizing (set_shards, rebalance).
 // Thread: routing methods (send, close, pause, broadcast, stats, ...) are safe from any thread;
-// start/stop/wait from any non-engine thread.
+// start/stop/wait/set_shards/rebalance from any non-engine thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -12,11 +14,13 @@
 #include <mutex>
 #include <vector>
 
+#include "connection_table.hpp"
 #include "esockets/handler.hpp"
 #include "esockets/options.hpp"
 #include "esockets/stats.hpp"
 #include "framer.hpp"
 #include "mailbox.hpp"
+#include "route_epoch.hpp"
 
 namespace esockets::detail {
 
@@ -34,7 +38,7 @@ extern thread_local ThreadContext tls_context;
 
 class ServerCore {
  public:
-  static constexpr unsigned kMaxShards = 255;
+  static constexpr unsigned kMaxShards = 254;  // 0xfe and 0xff are reserved in the table
   static constexpr unsigned kMaxWorkers = 255;
 
   ServerCore(Server& server, Handler& handler, ServerOptions options);
@@ -46,6 +50,10 @@ class ServerCore {
   bool running() const { return state_.load(std::memory_order_acquire) == State::running; }
   std::uint16_t port() const { return port_; }
   const ServerOptions& options() const { return opts_; }
+
+  void set_shards(unsigned n);
+  unsigned shards() const;
+  void rebalance();
 
   SendStatus send(ConnectionId id, Bytes bytes, bool framed);
   SendStatus close(ConnectionId id, CloseReason reason);
@@ -59,17 +67,33 @@ class ServerCore {
   Server& server() { return server_; }
   Handler& handler() { return handler_; }
   const Framer& framer() const { return framer_; }
-  unsigned nshards() const { return static_cast<unsigned>(shards_.size()); }
+  ConnectionTable& table() { return *table_; }
+  RouteEpoch& route() { return route_; }
   unsigned nworkers() const { return static_cast<unsigned>(workers_.size()); }
-  Shard& shard(unsigned i) { return *shards_[i]; }
+  /// Number of shard indices ever used; shard_ptr(i) for i below it may be live or retired.
+  unsigned shard_bound() const { return shard_bound_.load(std::memory_order_acquire); }
+  Shard* shard_ptr(unsigned i) const { return slots_[i].load(std::memory_order_acquire); }
   Worker& worker(unsigned i) { return *workers_[i]; }
   std::size_t max_connections() const { return max_connections_; }
   std::size_t table_capacity() const { return table_capacity_; }
   std::atomic<std::size_t>& fds_in_use() { return fds_in_use_; }
+  std::atomic<std::int64_t>& load_of(unsigned shard) { return load_[shard].v; }
+  /// Time origin of every shard's coarse ticks (connections move between shards).
+  std::int64_t epoch_ms() const { return epoch_ms_; }
+  /// Connections handed over but not yet adopted (set_shards/rebalance wait for zero).
+  std::atomic<std::int64_t>& in_transit() { return in_transit_; }
+  bool workers_should_exit() const { return workers_exit_.load(std::memory_order_acquire); }
   /// Called by a shard that closed a socket: lets shards paused on EMFILE try again.
   void fd_released();
   std::atomic<std::uint32_t>& fd_release_epoch() { return fd_release_epoch_; }
   void count_worker_warning() { worker_warnings_.fetch_add(1, std::memory_order_relaxed); }
+
+  /// Any thread: pushes a command into a shard's inbox and wakes it; false if full or gone.
+  bool post_to_shard(unsigned shard, const Command& cmd);
+  /// Shard thread: passes on a command for a connection that moved to `shard`.
+  bool forward(unsigned shard, const Command& cmd);
+  /// Accepting shard: the shard a new connection should live on (least_loaded); counts it.
+  std::uint32_t pick_least_loaded(std::uint32_t accepting);
 
   /// Builds the block for a send: the payload, framed when asked. nullptr if the message
   /// cannot be framed (longer than the length prefix can state).
@@ -77,13 +101,32 @@ class ServerCore {
 
  private:
   enum class State : std::uint8_t { idle, running, stopping, stopped };
-  SendStatus route(ConnectionId id, const Command& cmd);
+  SendStatus post_foreign(const Command& cmd);
+  SendStatus route_command(const Command& cmd);
+  Shard* add_shard_locked(int listen_fd);
+  void retire_shard_locked();
+  void steer_locked(const std::vector<unsigned>& receivers);
+  void unsteer_locked();
+  void wait_transit_locked();
+  std::vector<unsigned> active_snapshot() const;
+
+  struct alignas(64) Load {
+    std::atomic<std::int64_t> v{0};
+  };
 
   Server& server_;
   Handler& handler_;
   ServerOptions opts_;
   Framer framer_;
-  std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<ConnectionTable> table_;
+  RouteEpoch route_;
+  std::array<std::atomic<Shard*>, 256> slots_{};
+  std::vector<std::unique_ptr<Shard>> owned_;  // every shard ever made (retired ones stay)
+  std::atomic<unsigned> shard_bound_{0};
+  std::array<Load, 256> load_{};
+  std::array<std::atomic<bool>, 256> active_flag_{};
+  std::vector<unsigned> active_;   // live shards; resize_mu_
+  std::vector<unsigned> group_;    // reuseport group order (shard per position); resize_mu_
   std::vector<std::unique_ptr<Worker>> workers_;
   std::uint16_t port_ = 0;
   std::size_t max_connections_ = 0;
@@ -91,8 +134,13 @@ class ServerCore {
   std::atomic<std::size_t> fds_in_use_{0};
   std::atomic<std::uint32_t> fd_release_epoch_{0};
   std::atomic<std::uint64_t> worker_warnings_{0};
+  std::atomic<bool> workers_exit_{false};
+  std::atomic<std::int64_t> in_transit_{0};
+  std::int64_t epoch_ms_ = 0;
+  bool steering_ok_ = true;
 
   std::atomic<State> state_{State::idle};
+  std::mutex resize_mu_;  // serialises start/stop/set_shards/rebalance
   std::mutex life_mu_;
   std::condition_variable life_cv_;
 };

@@ -9,6 +9,7 @@
 #include <cassert>
 #include <cerrno>
 #include <chrono>
+#include <ctime>
 #include <system_error>
 
 #include "server_core.hpp"
@@ -27,11 +28,13 @@ constexpr std::int64_t kTickMs = 50;
 constexpr std::int64_t kTimeoutSweepMs = 250;
 constexpr unsigned kWarningsPerSecond = 10;
 
-std::int64_t monotonic_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+std::int64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
+
+std::int64_t monotonic_ms() { return monotonic_ns() / 1000000; }
 
 }  // namespace
 
@@ -39,7 +42,7 @@ Shard::Shard(ServerCore& core, std::uint32_t index, int listen_fd)
     : core_(core),
       index_(index),
       listen_fd_(listen_fd),
-      table_(index, core.table_capacity()),
+      table_(core.table()),
       framer_(core.framer().config()),
       inbox_(core.options().command_queue_capacity) {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
@@ -66,7 +69,8 @@ Shard::Shard(ServerCore& core, std::uint32_t index, int listen_fd)
   cmd_batch_.resize(kCommandBatch);
   timeouts_enabled_ = o.idle_timeout.count() > 0 || o.frame_timeout.count() > 0 ||
                       o.write_timeout.count() > 0;
-  shard_output_cap_ = o.output_total_cap / o.shards;
+  const unsigned live = core.shards() > 0 ? core.shards() : 1;
+  shard_output_cap_ = o.output_total_cap / live;
 }
 
 Shard::~Shard() {
@@ -78,8 +82,23 @@ Shard::~Shard() {
   for (auto& ob : outboxes_) {
     for (std::size_t i = ob.head; i < ob.items.size(); ++i) dispose(ob.items[i]);
   }
+  for (auto& [id, cmds] : incoming_) {
+    for (const Command& x : cmds) dispose(x);
+  }
+  auto drop_batch = [this](AdoptBatch* b) {
+    if (b == nullptr) return;
+    for (Conn* c : b->conns) {
+      c->out.clear(pool_);
+      ::close(c->fd());
+      table_.clear(static_cast<std::uint32_t>(c->fd()));
+      delete c;
+    }
+    delete b;
+  };
+  for (AdoptBatch* b : batches_) drop_batch(b);
+  for (AdoptBatch* b : unsent_) drop_batch(b);
   for (std::size_t slot = 0; slot < table_.capacity(); slot += 1) {
-    Conn* c = table_.at(static_cast<std::uint32_t>(slot));
+    Conn* c = table_.at(static_cast<std::uint32_t>(slot), index_);
     if (c == nullptr) continue;
     c->out.clear(pool_);
     ::close(c->fd());
@@ -121,50 +140,72 @@ bool Shard::inbound_pending() const {
 
 int Shard::next_timeout_ms() const {
   if (!dirty_.empty() || !graveyard_.empty()) return 0;
+  if (move_ == Move::quiescing || !unsent_.empty()) return 1;
   for (const auto& ob : outboxes_) {
     if (!ob.empty() || !ob.flow_paused.empty()) return static_cast<int>(kTickMs) / 10 + 1;
   }
   if (!timed_.empty() || accept_paused_ || phase_ != Phase::serving || trim_pending_ ||
-      (timeouts_enabled_ && counters_.connections.get() > 0)) {
+      move_ != Move::idle || (timeouts_enabled_ && counters_.connections.get() > 0)) {
     return static_cast<int>(kTickMs);
   }
-  return -1;
+  // Load telemetry is refreshed once a second while there is anything to measure.
+  return counters_.connections.get() > 0 ? 1000 : -1;
 }
 
 void Shard::run() {
-  tls_context = ThreadContext{&core_, -1, static_cast<int>(index_)};
-  tls_context.shard = static_cast<int>(index_);
-  tls_context.worker = -1;
+  tls_context = ThreadContext{&core_, static_cast<int>(index_), -1};
   epoll_event events[kMaxEvents];
   now_ms_ = monotonic_ms();
-  epoch_ms_ = now_ms_;
+  epoch_ms_ = core_.epoch_ms();
   last_sweep_ms_ = now_ms_;
   last_timeout_sweep_ms_ = now_ms_;
+  load_window_start_ns_ = monotonic_ns();
   while (true) {
     int timeout = next_timeout_ms();
     if (timeout != 0) {
       wake_.prepare_sleep();
       if (inbound_pending()) timeout = 0;
     }
+    const std::int64_t before = monotonic_ns();
     int n = ::epoll_wait(epfd_, events, kMaxEvents, timeout);
+    const std::int64_t after = monotonic_ns();
+    idle_ns_ += after - before;
     wake_.woke();
-    now_ms_ = monotonic_ms();
+    now_ms_ = after / 1000000;
     if (n < 0 && errno != EINTR) warn(errno_message("epoll_wait failed", errno));
+    if (n > 0) events_in_window_ += static_cast<std::uint64_t>(n);
     for (int i = 0; i < n; ++i) dispatch(events[i]);
     drain_commands();
     service_workers();
     if (phase_ != Phase::serving || stop_requested_.load(std::memory_order_acquire)) advance_stop();
+    if (move_ != Move::idle && phase_ == Phase::serving) advance_move();
     if (now_ms_ - last_sweep_ms_ >= kTickMs) sweep_timers();
     if (now_ms_ - last_timeout_sweep_ms_ >= kTimeoutSweepMs) sweep_timeouts();
+    if (after - load_window_start_ns_ >= 1000000000) update_load();
     flush_dirty();
     service_workers();
     free_graveyard();
-    if (phase_ == Phase::done) {
+    if (phase_ == Phase::done || (move_ == Move::finishing && move_req_ && move_req_->retire &&
+                                  counters_.connections.get() == 0 && timed_.empty())) {
       bool pending = false;
       for (auto& ob : outboxes_) pending = pending || !ob.empty();
-      if (!pending) break;
+      if (!pending && unsent_.empty()) break;
     }
   }
+  exited_.store(true, std::memory_order_release);
+}
+
+void Shard::update_load() {
+  const std::int64_t now = monotonic_ns();
+  const std::int64_t window = now - load_window_start_ns_;
+  if (window <= 0) return;
+  std::int64_t busy = window - idle_ns_;
+  if (busy < 0) busy = 0;
+  counters_.busy_permille.set(static_cast<std::uint64_t>(busy * 1000 / window));
+  counters_.events_per_sec.set(events_in_window_ * 1000000000ull / static_cast<std::uint64_t>(window));
+  load_window_start_ns_ = now;
+  idle_ns_ = 0;
+  events_in_window_ = 0;
 }
 
 void Shard::dispatch(const epoll_event& ev) {
@@ -179,11 +220,11 @@ void Shard::dispatch(const epoll_event& ev) {
   }
   const ConnectionId id = ConnectionId::from_value(tag);
   if (id.generation() == 0) {  // a lingering socket: its identity is retired
-    Conn* c = table_.at(id.slot());
+    Conn* c = table_.at(id.slot(), index_);
     if (c != nullptr && c->state == ConnState::lingering) linger_readable(c);
     return;
   }
-  Conn* c = table_.find(id);
+  Conn* c = table_.find(id, index_);
   if (c == nullptr) return;  // closed earlier in this batch (or long ago): drop
   const std::uint32_t e = ev.events;
   if (e & EPOLLERR) {
@@ -192,7 +233,7 @@ void Shard::dispatch(const epoll_event& ev) {
     ::getsockopt(c->fd(), SOL_SOCKET, SO_ERROR, &err, &len);
     if (c->reading() && (e & EPOLLIN)) {
       readable(c);  // deliver what arrived before the error; the read reports it
-      if (table_.find(id) == nullptr) return;
+      if (table_.find(id, index_) == nullptr) return;
     }
     abort_conn(c, classify_io_errno(err) == IoFailure::reset || err == 0 ? CloseReason::reset
                                                                           : CloseReason::io_error);
@@ -205,14 +246,14 @@ void Shard::dispatch(const epoll_event& ev) {
       // Hang-up while we are not reading (paused / closing): level-triggered HUP would spin, so
       // leave the epoll set until reading resumes; a closing connection cannot be written to.
       if (c->state == ConnState::closing || c->state == ConnState::half_closed) {
-        abort_conn(c, c->state == ConnState::closing ? c->reason : CloseReason::peer_closed);
+        abort_conn(c, c->reason);
         return;
       }
       c->hup = true;
       update_interest(c);
     }
   }
-  if (table_.find(id) != c) return;
+  if (table_.find(id, index_) != c) return;
   if (e & EPOLLOUT) writable(c);
 }
 
@@ -229,34 +270,75 @@ void Shard::drain_commands() {
   while (budget-- > 0 && inbox_.pop(c)) apply(c);
 }
 
-void Shard::apply(const Command& cmd) {
+Conn* Shard::target_of(const Command& cmd) {
+  // Returns the connection the command is for, or nullptr after taking care of it: held for a
+  // connection being handed to us, forwarded if it moved on, or disposed if it is gone.
   const ConnectionId id = ConnectionId::from_value(cmd.id);
+  if (Conn* c = table_.find(id, index_)) return c;
+  if (table_.live(id)) {
+    const std::uint32_t owner = table_.owner(id.slot());
+    if (owner == index_) {
+      incoming_[cmd.id].push_back(cmd);  // the hand-over is on its way
+      return nullptr;
+    }
+    if (owner != ConnectionTable::kNoShard && core_.forward(owner, cmd)) return nullptr;
+  }
+  dispose(cmd);
+  return nullptr;
+}
+
+void Shard::apply(const Command& cmd) {
   switch (cmd.kind) {
-    case CommandKind::send:
-      if (send_local(id, static_cast<SendBlock*>(cmd.data)) != SendStatus::ok) {
-        // send_local took ownership either way.
-      }
+    case CommandKind::send: {
+      Conn* c = target_of(cmd);
+      if (c != nullptr) (void)send_local(c->id(), static_cast<SendBlock*>(cmd.data));
       return;
-    case CommandKind::close:
-      close_local(id, static_cast<CloseReason>(cmd.reason));
+    }
+    case CommandKind::close: {
+      Conn* c = target_of(cmd);
+      if (c != nullptr) close_local(c->id(), static_cast<CloseReason>(cmd.reason));
       return;
+    }
     case CommandKind::pause:
-    case CommandKind::resume:
-      pause_local(id, cmd.kind == CommandKind::pause);
+    case CommandKind::resume: {
+      Conn* c = target_of(cmd);
+      if (c != nullptr) pause_local(c->id(), cmd.kind == CommandKind::pause);
       return;
+    }
+    case CommandKind::eof_ack: {
+      Conn* c = target_of(cmd);
+      if (c != nullptr && c->state == ConnState::half_closed) begin_close(c, c->reason);
+      return;
+    }
     case CommandKind::broadcast: {
       auto* sp = static_cast<SharedPayload*>(cmd.data);
       broadcast_local(sp->data(), sp->len);
       release_shared_payload(sp);
       return;
     }
-    case CommandKind::eof_ack: {
-      Conn* c = table_.find(id);
-      if (c != nullptr && c->state == ConnState::half_closed) begin_close(c, CloseReason::peer_closed);
-      return;
-    }
     case CommandKind::barrier_ack:
       ++barrier_acks_;
+      return;
+    case CommandKind::adopt:
+      adopt_batch(static_cast<AdoptBatch*>(cmd.data));
+      return;
+    case CommandKind::adopt_fd: {
+      auto* f = static_cast<FreshFd*>(cmd.data);
+      if (phase_ == Phase::serving && move_ == Move::idle) {
+        setup_accepted(f->fd, f->peer);
+      } else {
+        // We are leaving: refuse rather than strand the socket.
+        ::close(f->fd);
+        core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
+        core_.load_of(index_).fetch_sub(1, std::memory_order_relaxed);
+        counters_.refused.add();
+        counters_.closes[static_cast<std::size_t>(CloseReason::refused)].add();
+      }
+      delete f;
+      return;
+    }
+    case CommandKind::move_out:
+      start_move(static_cast<MoveRequest*>(cmd.data));
       return;
   }
 }
@@ -296,7 +378,7 @@ void Shard::service_workers() {
       std::vector<ConnectionId> ids;
       ids.swap(ob.flow_paused);
       for (ConnectionId id : ids) {
-        Conn* c = table_.find(id);
+        Conn* c = table_.find(id, index_);
         if (c != nullptr && c->flow_paused) {
           c->flow_paused = false;
           if (!c->user_paused) counters_.paused.sub();
@@ -311,14 +393,11 @@ void Shard::service_workers() {
 void Shard::advance_stop() {
   if (phase_ == Phase::serving) {
     // Stop accepting; stop reading; let workers finish what is queued (barrier).
-    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
-    ::close(listen_fd_);
-    listen_fd_ = -1;
-    accept_paused_ = false;
+    close_listener();
     phase_ = Phase::draining;
     stop_deadline_ms_ = now_ms_ + core_.options().shutdown_timeout.count();
-    table_.for_each_live([this](ConnectionId id) {
-      Conn* c = table_.find(id);
+    table_.for_each_hosted(index_, [this](ConnectionId id) {
+      Conn* c = table_.find(id, index_);
       if (c != nullptr && c->state == ConnState::open) {
         c->user_paused = true;  // no new input: the server is going away
         update_interest(c);
@@ -329,8 +408,8 @@ void Shard::advance_stop() {
   }
   if (phase_ == Phase::draining && barrier_acks_ >= outboxes_.size()) {
     phase_ = Phase::closing;
-    table_.for_each_live([this](ConnectionId id) {
-      Conn* c = table_.find(id);
+    table_.for_each_hosted(index_, [this](ConnectionId id) {
+      Conn* c = table_.find(id, index_);
       if (c != nullptr) begin_close(c, CloseReason::shutdown);
     });
   }
@@ -338,13 +417,10 @@ void Shard::advance_stop() {
     // Lingering sockets still hold fds; wait for them (bounded by the deadline).
     bool lingering = false;
     for (ConnectionId id : timed_) {
-      Conn* c = table_.at(id.slot());
+      Conn* c = table_.at(id.slot(), index_);
       if (c != nullptr && c->state == ConnState::lingering) lingering = true;
     }
     if (!lingering) {
-      for (unsigned w = 0; w < outboxes_.size(); ++w) {
-        emit(w, Event{0, nullptr, 0, EventKind::shard_done, 0});
-      }
       phase_ = Phase::done;
     }
   }
@@ -361,7 +437,7 @@ void Shard::sweep_timers() {
   std::size_t keep = 0;
   for (std::size_t i = 0; i < timed_.size(); ++i) {
     ConnectionId id = timed_[i];
-    Conn* c = id.generation() == 0 ? table_.at(id.slot()) : table_.find(id);
+    Conn* c = id.generation() == 0 ? table_.at(id.slot(), index_) : table_.find(id, index_);
     if (c == nullptr || !c->timed) continue;
     if ((c->deadline_ms != 0 && now_ms_ >= c->deadline_ms) || past_stop) {
       c->timed = false;
@@ -398,8 +474,8 @@ void Shard::sweep_timeouts() {
   const std::uint32_t frame = ticks(o.frame_timeout);
   const std::uint32_t write = ticks(o.write_timeout);
   const std::uint32_t now = tick();
-  table_.for_each_live([&](ConnectionId id) {
-    Conn* c = table_.find(id);
+  table_.for_each_hosted(index_, [&](ConnectionId id) {
+    Conn* c = table_.find(id, index_);
     if (c == nullptr || c->state != ConnState::open) return;
     if (write != 0 && c->write_stall_tick != 0 && now - c->write_stall_tick >= write) {
       close_slow_consumer(c);
@@ -419,7 +495,7 @@ void Shard::flush_dirty() {
   for (std::size_t i = 0; i < dirty_.size(); ++i) {
     Conn* c = dirty_[i];
     c->dirty = false;
-    if (table_.find(c->id()) != c) continue;  // closed meanwhile
+    if (table_.find(c->id(), index_) != c) continue;  // closed meanwhile
     flush(c);
   }
   dirty_.clear();

@@ -1,8 +1,7 @@
-// Shard: one reactor thread with its own epoll instance, SO_REUSEPORT listener and
-// connection table.
-// Thread: the thread body and every *_local method run on the shard's own thread only
-// (asserted in debug builds); post(), notify(), table().live() and counters are safe from any
-// thread.
+// Shard: one reactor thread with its own epoll instance and SO_REUSEPORT listener, hosting
+// connections of the server-wide ConnectionTable.
+// Thread: the thread body and every *_local method run on the shard's own thread only;
+// post(), notify(), request_stop(), request_retire() and counters are safe from any thread.
 //
 // Loop phases, in order, each pass (run()):
 //   1. epoll_wait (no timeout when work is pending; a coarse tick when timers are armed)
@@ -10,7 +9,7 @@
 //      (an event whose id is no longer live, e.g. closed earlier in this batch, is dropped)
 //   3. commands from workers (spsc) and from any thread (mpsc), in batches
 //   4. worker outboxes pushed; connections paused by flow control resumed below the low mark
-//   5. stop protocol and timers (closing/lingering deadlines, accept re-arm)
+//   5. stop / retire / move protocols, timers (deadlines, idle sweep, accept re-arm), load
 //   6. flush: every dirty connection written with one sendmsg; closes completed
 //   7. records of closed connections freed (never during a pass, so references stay valid)
 #pragma once
@@ -22,6 +21,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "conn.hpp"
@@ -35,6 +35,24 @@ namespace esockets::detail {
 
 class ServerCore;
 
+// Connections handed from one shard to another (rebalance, retire).
+struct AdoptBatch {
+  std::uint32_t from;
+  std::uint32_t to;
+  std::vector<Conn*> conns;
+};
+// A socket accepted on one shard and placed on another (least_loaded balance).
+struct FreshFd {
+  int fd;
+  PeerAddress peer;
+};
+// Move up to `count` connections to `targets` (spread evenly); retire = all, then exit.
+struct MoveRequest {
+  std::vector<std::uint32_t> targets;
+  std::size_t count;
+  bool retire;
+};
+
 class Shard {
  public:
   Shard(ServerCore& core, std::uint32_t index, int listen_fd);
@@ -46,9 +64,13 @@ class Shard {
   void join();
   /// Any thread: begin the stop protocol.
   void request_stop();
+  /// True once the thread has left its loop (after stop or retire).
+  bool exited() const { return exited_.load(std::memory_order_acquire); }
+  /// True once a move_out request finished (rebalance) — counts completed requests.
+  std::uint64_t moves_done() const { return moves_done_.load(std::memory_order_acquire); }
 
   std::uint32_t index() const { return index_; }
-  const ConnectionTable& table() const { return table_; }
+  int listen_fd() const { return listen_fd_; }
   ShardCounters& counters() { return counters_; }
   const ShardCounters& counters() const { return counters_; }
 
@@ -74,6 +96,7 @@ class Shard {
 
  private:
   enum class Phase : std::uint8_t { serving, draining, closing, done };
+  enum class Move : std::uint8_t { idle, grace, quiescing, finishing };
 
   void run();
   void dispatch(const epoll_event& ev);
@@ -82,6 +105,7 @@ class Shard {
 
   // shard_io.cpp: the connection state machine.
   void accept_ready();
+  void setup_accepted(int fd, const PeerAddress& peer);
   void pause_accepting(std::int64_t until_ms);
   void resume_accepting();
   void readable(Conn* c);
@@ -89,6 +113,7 @@ class Shard {
   void deliver(Conn* c, const char* p, std::size_t n);
   bool deliver_frame(Conn* c, std::string_view frame);
   void on_eof(Conn* c);
+  void close_after_worker(Conn* c, CloseReason reason);
   void writable(Conn* c);
   void flush(Conn* c);
   void append(Conn* c, const char* p, std::size_t n);
@@ -106,28 +131,40 @@ class Shard {
   void set_deadline(Conn* c, std::int64_t at_ms);
   void resume_reading(Conn* c);
   void set_user_pause(Conn* c, bool pause);
+  bool hold_if_incoming(const Command& cmd);
 
   // shard.cpp: cross-thread traffic and lifecycle.
   void apply(const Command& cmd);
+  Conn* target_of(const Command& cmd);
   void drain_commands();
   void emit(unsigned worker, const Event& e);
   void service_workers();
   void advance_stop();
   void sweep_timers();
   void sweep_timeouts();
-  std::uint32_t tick() const { return static_cast<std::uint32_t>((now_ms_ - epoch_ms_) / 10) + 1; }
+  void update_load();
   void flush_dirty();
   void free_graveyard();
   void warn(const std::string& msg);
   template <class Fn>
   void call_handler(Conn* c, Fn&& fn);
+  std::uint32_t tick() const { return static_cast<std::uint32_t>((now_ms_ - epoch_ms_) / 10) + 1; }
+
+  // shard_move.cpp: handing connections to other shards.
+  void start_move(MoveRequest* req);
+  void advance_move();
+  bool start_batch();
+  void hand_over_batch();
+  void send_batch(AdoptBatch* b);
+  void adopt_batch(AdoptBatch* batch);
+  void close_listener();
 
   ServerCore& core_;
   const std::uint32_t index_;
   int listen_fd_;
   int epfd_ = -1;
   Wakeup wake_{true};
-  ConnectionTable table_;
+  ConnectionTable& table_;
   Framer framer_;  // this shard's copy (framing config is immutable)
   ShardCounters counters_;
   CommandInbox inbox_;
@@ -136,6 +173,8 @@ class Shard {
   std::vector<std::unique_ptr<std::atomic<bool>>> drain_wanted_;
   std::thread thread_;
   std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> exited_{false};
+  std::atomic<std::uint64_t> moves_done_{0};
 
   // Owner-only state.
   struct Outbox {
@@ -153,6 +192,8 @@ class Shard {
   std::vector<ConnectionId> timed_;
   std::vector<Conn*> graveyard_;
   std::vector<Command> cmd_batch_;
+  // Commands for connections being handed to us, held until the hand-over arrives.
+  std::unordered_map<std::uint64_t, std::vector<Command>> incoming_;
   Phase phase_ = Phase::serving;
   unsigned barrier_acks_ = 0;
   bool accept_paused_ = false;
@@ -160,15 +201,30 @@ class Shard {
   std::uint32_t fd_epoch_seen_ = 0;
   std::int64_t now_ms_ = 0;
   std::int64_t epoch_ms_ = 0;
-  std::int64_t last_timeout_sweep_ms_ = 0;
-  bool timeouts_enabled_ = false;
-  bool trim_pending_ = false;
-  std::size_t shard_output_cap_ = 0;
   std::int64_t last_sweep_ms_ = 0;
+  std::int64_t last_timeout_sweep_ms_ = 0;
   std::int64_t stop_deadline_ms_ = 0;
   std::int64_t warn_window_ms_ = 0;
   unsigned warn_in_window_ = 0;
   std::uint64_t warn_suppressed_ = 0;
+  bool timeouts_enabled_ = false;
+  bool trim_pending_ = false;
+  std::size_t shard_output_cap_ = 0;
+
+  // Load telemetry (busy = time not spent in epoll_wait).
+  std::int64_t load_window_start_ns_ = 0;
+  std::int64_t idle_ns_ = 0;
+  std::uint64_t events_in_window_ = 0;
+
+  // Moving connections out (rebalance / retire).
+  Move move_ = Move::idle;
+  std::unique_ptr<MoveRequest> move_req_;
+  std::size_t move_left_ = 0;
+  std::size_t move_rr_ = 0;
+  std::int64_t grace_end_ms_ = 0;
+  unsigned move_epoch_ = 0;
+  std::vector<AdoptBatch*> batches_;  // per target, being quiesced
+  std::vector<AdoptBatch*> unsent_;   // target inbox was full: retry
 };
 
 }  // namespace esockets::detail

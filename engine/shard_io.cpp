@@ -24,7 +24,7 @@ namespace esockets::detail {
 
 namespace {
 constexpr int kAcceptBudget = 256;
-constexpr int kReadBudget = 16;            // reads per readable event (fairness)
+constexpr int kReadBudget = 4;             // reads per readable event (fairness)
 constexpr int kIovMax = 64;
 constexpr std::int64_t kAcceptRetryMs = 100;  // fallback re-arm after EMFILE
 constexpr std::uint64_t kListenerTag = ConnectionId(0, 0xffffff, 0).value();
@@ -47,7 +47,6 @@ void Shard::call_handler(Conn* c, Fn&& fn) {
 
 void Shard::accept_ready() {
   if (accept_paused_ || listen_fd_ < 0 || phase_ != Phase::serving) return;
-  const bool inline_mode = outboxes_.empty();
   for (int i = 0; i < kAcceptBudget; ++i) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
@@ -83,46 +82,65 @@ void Shard::accept_ready() {
       continue;
     }
     in_use.fetch_add(1, std::memory_order_relaxed);
-    const auto& o = core_.options();
-    if (o.tcp_nodelay) set_nodelay(fd);
-    if (o.socket_send_buffer > 0) {
-      ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &o.socket_send_buffer, sizeof(int));
-    }
-    if (o.socket_receive_buffer > 0) {
-      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o.socket_receive_buffer, sizeof(int));
-    }
-
-    Conn* c = new Conn;
-    c->pub.core_ = &core_;
-    c->pub.fd_ = fd;
-    c->pub.peer_ = to_peer_address(ss);
-    c->pub.id_ = table_.open(static_cast<std::uint32_t>(fd), c);
-    c->last_read_tick = tick();
-    c->armed = EPOLLIN;
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = c->id().value();
-    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-      warn(errno_message("epoll_ctl(ADD) failed for an accepted socket", errno));
-      table_.clear(static_cast<std::uint32_t>(fd));
-      ::close(fd);
-      in_use.fetch_sub(1, std::memory_order_relaxed);
-      counters_.closes[static_cast<std::size_t>(CloseReason::io_error)].add();
-      delete c;
-      continue;
-    }
-    counters_.connections.add();
-    if (inline_mode) {
-      bool ok = true;
-      call_handler(c, [&] { ok = core_.handler().on_client_connect(c->pub); });
-      if (!ok && c->state == ConnState::open) begin_close(c, CloseReason::refused);
+    const PeerAddress peer = to_peer_address(ss);
+    if (core_.options().balance == Balance::least_loaded) {
+      const std::uint32_t target = core_.pick_least_loaded(index_);  // counts it there
+      if (target != index_) {
+        auto* f = new FreshFd{fd, peer};
+        Command cmd{0, f, 0, CommandKind::adopt_fd, 0, static_cast<std::uint8_t>(target)};
+        if (core_.post_to_shard(target, cmd)) continue;
+        delete f;  // its inbox is full: serve it here after all
+        core_.load_of(target).fetch_sub(1, std::memory_order_relaxed);
+        core_.load_of(index_).fetch_add(1, std::memory_order_relaxed);
+      }
     } else {
-      const unsigned nw = static_cast<unsigned>(outboxes_.size());
-      c->worker = static_cast<std::uint8_t>((static_cast<unsigned>(fd) * 2654435761u >> 8) % nw);
-      auto* peer = new PeerAddress(c->pub.peer_);
-      emit(c->worker, Event{c->id().value(), peer, static_cast<std::uint32_t>(fd),
-                            EventKind::connect, 0});
+      core_.load_of(index_).fetch_add(1, std::memory_order_relaxed);
     }
+    setup_accepted(fd, peer);
+  }
+}
+
+void Shard::setup_accepted(int fd, const PeerAddress& peer) {
+  const bool inline_mode = outboxes_.empty();
+  const auto& o = core_.options();
+  if (o.tcp_nodelay) set_nodelay(fd);
+  if (o.socket_send_buffer > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &o.socket_send_buffer, sizeof(int));
+  }
+  if (o.socket_receive_buffer > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o.socket_receive_buffer, sizeof(int));
+  }
+  Conn* c = new Conn;
+  c->pub.core_ = &core_;
+  c->pub.fd_ = fd;
+  c->pub.peer_ = peer;
+  c->pub.id_ = table_.open(index_, static_cast<std::uint32_t>(fd), c);
+  c->last_read_tick = tick();
+  c->armed = EPOLLIN;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = c->id().value();
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    warn(errno_message("epoll_ctl(ADD) failed for an accepted socket", errno));
+    table_.clear(static_cast<std::uint32_t>(fd));
+    ::close(fd);
+    core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
+    core_.load_of(index_).fetch_sub(1, std::memory_order_relaxed);
+    counters_.closes[static_cast<std::size_t>(CloseReason::io_error)].add();
+    delete c;
+    return;
+  }
+  counters_.connections.add();
+  if (inline_mode) {
+    bool ok = true;
+    call_handler(c, [&] { ok = core_.handler().on_client_connect(c->pub); });
+    if (!ok && c->state == ConnState::open) begin_close(c, CloseReason::refused);
+  } else {
+    const unsigned nw = static_cast<unsigned>(outboxes_.size());
+    c->worker = static_cast<std::uint8_t>((static_cast<unsigned>(fd) * 2654435761u >> 8) % nw);
+    auto* p = new PeerAddress(c->pub.peer_);
+    emit(c->worker, Event{c->id().value(), p, static_cast<std::uint32_t>(fd),
+                          EventKind::connect, 0});
   }
 }
 
@@ -155,7 +173,7 @@ void Shard::readable(Conn* c) {
       counters_.bytes_in.add(static_cast<std::uint64_t>(n));
       c->last_read_tick = tick();
       deliver(c, rbuf_.get(), static_cast<std::size_t>(n));
-      if (table_.find(id) != c) return;
+      if (table_.find(id, index_) != c) return;
       if (c->frame.buffered() == 0) {
         c->frame_start_tick = 0;
       } else if (c->frame_start_tick == 0) {
@@ -231,20 +249,27 @@ void Shard::deliver(Conn* c, const char* p, std::size_t n) {
   if (st == FeedStatus::error) {
     warn(std::string("framing error from ") + c->pub.getip() + ": " + to_string(c->frame.error()));
     c->frame.clear();
-    begin_close(c, CloseReason::framing_error);
+    close_after_worker(c, CloseReason::framing_error);
   }
+}
+
+void Shard::close_after_worker(Conn* c, CloseReason reason) {
+  // Inline, every reply to earlier frames is already queued. With workers, some may still be
+  // on their way: read no more, and close once the worker acknowledges (it answers the eof
+  // event after everything before it), so those replies go out first.
+  if (outboxes_.empty()) {
+    begin_close(c, reason);
+    return;
+  }
+  c->state = ConnState::half_closed;
+  c->reason = reason;
+  update_interest(c);
+  emit(c->worker, Event{c->id().value(), nullptr, 0, EventKind::eof, 0});
 }
 
 void Shard::on_eof(Conn* c) {
   c->peer_eof = true;
-  if (outboxes_.empty()) {
-    begin_close(c, CloseReason::peer_closed);
-    return;
-  }
-  // Workers may still be answering earlier messages: close after they acknowledge.
-  c->state = ConnState::half_closed;
-  update_interest(c);
-  emit(c->worker, Event{c->id().value(), nullptr, 0, EventKind::eof, 0});
+  close_after_worker(c, CloseReason::peer_closed);
 }
 
 void Shard::resume_reading(Conn* c) {
@@ -253,7 +278,7 @@ void Shard::resume_reading(Conn* c) {
     const ConnectionId id = c->id();
     FeedStatus st =
         framer_.resume(c->frame, [&](std::string_view f) { return deliver_frame(c, f); });
-    if (table_.find(id) != c) return;
+    if (table_.find(id, index_) != c) return;
     if (st == FeedStatus::error) {
       begin_close(c, CloseReason::framing_error);
       return;
@@ -338,8 +363,9 @@ void Shard::mark_dirty(Conn* c) {
 void Shard::writable(Conn* c) { flush(c); }
 
 void Shard::flush(Conn* c) {
+  if (c->moving) return;  // the shard it goes to flushes it
   after_output_change(c);
-  if (table_.find(c->id()) != c) return;
+  if (table_.find(c->id(), index_) != c) return;
   while (!c->out.empty()) {
     iovec iov[kIovMax];
     const int cnt = c->out.gather(iov, kIovMax);
@@ -359,7 +385,7 @@ void Shard::flush(Conn* c) {
         c->deadline_ms = now_ms_ + core_.options().linger_timeout.count();
       }
       after_output_change(c);
-      if (table_.find(c->id()) != c) return;
+      if (table_.find(c->id(), index_) != c) return;
       if (static_cast<std::size_t>(n) < gathered) break;  // socket buffer full
       continue;
     }
@@ -382,6 +408,7 @@ void Shard::flush(Conn* c) {
 }
 
 void Shard::update_interest(Conn* c) {
+  if (c->moving) return;  // out of our epoll set until its new shard registers it
   std::uint32_t want = 0;
   if (c->state == ConnState::lingering) {
     want = EPOLLIN;
@@ -433,7 +460,7 @@ void Shard::finish_close(Conn* c) {
   // Everything owed was sent. If the peer may still be sending, closing now would answer
   // its data with RST and could destroy our last bytes in flight: send FIN and drain first.
   const bool linger = !c->peer_eof && c->reason != CloseReason::reset &&
-                      c->reason != CloseReason::io_error && c->reason != CloseReason::refused;
+                      c->reason != CloseReason::io_error;
   retire(c, c->reason);
   if (!linger || c->hup || !c->registered) {
     close_fd(c);
@@ -470,6 +497,7 @@ void Shard::retire(Conn* c, CloseReason reason) {
   counters_.connections.sub();
   if (c->user_paused || c->flow_paused) counters_.paused.sub();
   counters_.closes[static_cast<std::size_t>(reason)].add();
+  if (reason == CloseReason::refused) counters_.refused.add();  // refused by the handler
   counters_.output_bytes.sub(c->out.bytes());
   c->out.clear(pool_);
   c->frame.clear();
@@ -492,6 +520,7 @@ void Shard::close_fd(Conn* c) {
   ::close(fd);  // also leaves the epoll set
   table_.clear(static_cast<std::uint32_t>(fd));
   core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
+  core_.load_of(index_).fetch_sub(1, std::memory_order_relaxed);
   c->timed = false;
   graveyard_.push_back(c);
   core_.fd_released();
@@ -510,8 +539,19 @@ void Shard::close_slow_consumer(Conn* c) {
 
 // ---------------------------------------------------------------- local entry points
 
+bool Shard::hold_if_incoming(const Command& cmd) {
+  const ConnectionId id = ConnectionId::from_value(cmd.id);
+  if (!table_.live(id) || table_.owner(id.slot()) != index_) return false;
+  incoming_[cmd.id].push_back(cmd);  // being handed to us: applied when it arrives
+  return true;
+}
+
 SendStatus Shard::send_local(ConnectionId id, SendBlock* block) {
-  Conn* c = table_.find(id);
+  Conn* c = table_.find(id, index_);
+  if (c == nullptr &&
+      hold_if_incoming(Command{id.value(), block, block->size(), CommandKind::send, 0, 0})) {
+    return SendStatus::ok;
+  }
   if (c == nullptr || c->state == ConnState::closing || c->state == ConnState::lingering) {
     free_block(block);
     return SendStatus::closed;
@@ -526,7 +566,10 @@ SendStatus Shard::send_local(ConnectionId id, SendBlock* block) {
 }
 
 SendStatus Shard::send_local(ConnectionId id, const char* p, std::size_t n) {
-  Conn* c = table_.find(id);
+  Conn* c = table_.find(id, index_);
+  if (c == nullptr && table_.live(id) && table_.owner(id.slot()) == index_) {
+    return send_local(id, core_.make_send_block(Bytes(p, n), false));
+  }
   if (c == nullptr || c->state == ConnState::closing || c->state == ConnState::lingering) {
     return SendStatus::closed;
   }
@@ -539,7 +582,11 @@ SendStatus Shard::send_local(ConnectionId id, const char* p, std::size_t n) {
 }
 
 SendStatus Shard::close_local(ConnectionId id, CloseReason reason) {
-  Conn* c = table_.find(id);
+  Conn* c = table_.find(id, index_);
+  if (c == nullptr && hold_if_incoming(Command{id.value(), nullptr, 0, CommandKind::close,
+                                               static_cast<std::uint8_t>(reason), 0})) {
+    return SendStatus::ok;
+  }
   if (c == nullptr || c->state == ConnState::closing || c->state == ConnState::lingering) {
     return SendStatus::closed;
   }
@@ -548,14 +595,19 @@ SendStatus Shard::close_local(ConnectionId id, CloseReason reason) {
 }
 
 SendStatus Shard::pause_local(ConnectionId id, bool pause) {
-  Conn* c = table_.find(id);
+  Conn* c = table_.find(id, index_);
+  if (c == nullptr && hold_if_incoming(Command{id.value(), nullptr, 0,
+                                               pause ? CommandKind::pause : CommandKind::resume,
+                                               0, 0})) {
+    return SendStatus::ok;
+  }
   if (c == nullptr) return SendStatus::closed;
   set_user_pause(c, pause);
   return SendStatus::ok;
 }
 
 void Shard::broadcast_local(const char* p, std::size_t n) {
-  table_.for_each_live([&](ConnectionId id) { (void)send_local(id, p, n); });
+  table_.for_each_hosted(index_, [&](ConnectionId id) { (void)send_local(id, p, n); });
 }
 
 }  // namespace esockets::detail

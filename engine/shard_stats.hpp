@@ -24,6 +24,8 @@ struct ShardCounters {
   Counter connections, accepts, refused, accept_errors, bytes_in, bytes_out, messages_in,
       messages_out, paused, output_bytes, warnings;
   Counter closes[kCloseReasonCount];
+  Counter busy_permille;   // share of the last second not spent in epoll_wait, 0..1000
+  Counter events_per_sec;  // epoll events handled in the last second
   Counter events_pushed;   // events put into worker queues (shard)
   Counter outbox_backlog;  // events waiting for room in a worker queue (shard)
   // Written by every worker that drains this shard's queues, so a true RMW atomic.
@@ -42,6 +44,8 @@ struct ShardCounters {
     s.paused = paused.get();
     s.output_bytes = output_bytes.get();
     s.warnings = warnings.get();
+    s.events_per_sec = events_per_sec.get();
+    s.busy_ratio = static_cast<double>(busy_permille.get()) / 1000.0;
     std::uint64_t pushed = events_pushed.get();
     std::uint64_t popped = events_popped.load(std::memory_order_relaxed);
     s.worker_queue_depth = (pushed > popped ? pushed - popped : 0) + outbox_backlog.get();

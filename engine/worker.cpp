@@ -14,14 +14,13 @@ constexpr std::size_t kEventBatch = 256;
 }
 
 Worker::Worker(ServerCore& core, unsigned index) : core_(core), index_(index) {
-  pending_.resize(core.nshards());
-  shard_done_.assign(core.nshards(), false);
   batch_.resize(kEventBatch);
 }
 
 Worker::~Worker() {
-  for (auto& p : pending_) {
-    for (std::size_t i = p.head; i < p.items.size(); ++i) dispose(p.items[i]);
+  for (std::size_t i = pending_head_; i < pending_.size(); ++i) dispose(pending_[i]);
+  for (auto& [id, v] : held_) {
+    for (const Held& h : v) dispose(h.event);
   }
 }
 
@@ -33,53 +32,68 @@ void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
-SendStatus Worker::queue_command(unsigned shard, const Command& c) {
-  Pending& p = pending_[shard];
-  if (p.size() >= 4 * core_.options().command_queue_capacity) {
+SendStatus Worker::queue_command(const Command& c) {
+  if (pending_.size() - pending_head_ >= 4 * core_.options().command_queue_capacity) {
     dispose(c);
     return SendStatus::backpressure;
   }
-  p.items.push_back(c);
+  pending_.push_back(c);
   return SendStatus::ok;
 }
 
 bool Worker::flush_pending() {
+  if (pending_head_ == pending_.size()) return true;
+  ConnectionTable& table = core_.table();
+  std::uint64_t touched[4] = {0, 0, 0, 0};
   bool all = true;
-  for (unsigned s = 0; s < pending_.size(); ++s) {
-    Pending& p = pending_[s];
-    if (p.size() == 0) continue;
-    if (shard_done_[s]) {
-      for (std::size_t i = p.head; i < p.items.size(); ++i) dispose(p.items[i]);
-      p.items.clear();
-      p.head = 0;
+  // The owner is resolved at push time, inside the route epoch (see RouteEpoch): a shard
+  // handing the connection over waits for this push before draining its queues.
+  const unsigned e = core_.route().enter();
+  std::size_t i = pending_head_;
+  for (; i < pending_.size(); ++i) {
+    const Command& c = pending_[i];
+    std::uint32_t target;
+    if (targets_shard(c.kind)) {
+      target = c.shard;
+    } else {
+      const ConnectionId id = ConnectionId::from_value(c.id);
+      target = table.live(id) ? table.owner(id.slot()) : ConnectionTable::kNoShard;
+    }
+    Shard* s = target < core_.shard_bound() ? core_.shard_ptr(target) : nullptr;
+    if (s == nullptr || s->exited()) {
+      dispose(c);  // the connection or its shard is gone
       continue;
     }
-    CommandQueue& q = core_.shard(s).from_worker(index_);
-    std::size_t n = q.push(p.items.data() + p.head, p.size());
-    if (n > 0) {
-      p.head += n;
-      core_.shard(s).notify();
+    if (!s->from_worker(index_).push(c)) {
+      all = false;  // keep order: nothing after this one goes out before it
+      break;
     }
-    if (p.size() == 0) {
-      p.items.clear();
-      p.head = 0;
-    } else {
-      all = false;
+    touched[target >> 6] |= std::uint64_t{1} << (target & 63);
+  }
+  core_.route().exit(e);
+  pending_head_ = i;
+  if (pending_head_ == pending_.size()) {
+    pending_.clear();
+    pending_head_ = 0;
+  }
+  for (unsigned w = 0; w < 4; ++w) {
+    for (std::uint64_t m = touched[w]; m != 0; m &= m - 1) {
+      core_.shard_ptr(w * 64 + static_cast<unsigned>(__builtin_ctzll(m)))->notify();
     }
   }
   return all;
 }
 
 bool Worker::any_event_queued() {
-  for (unsigned s = 0; s < core_.nshards(); ++s) {
-    if (core_.shard(s).to_worker(index_).read_available() > 0) return true;
+  const unsigned bound = core_.shard_bound();
+  for (unsigned s = 0; s < bound; ++s) {
+    if (core_.shard_ptr(s)->to_worker(index_).read_available() > 0) return true;
   }
   return false;
 }
 
 void Worker::run() {
   tls_context = ThreadContext{&core_, -1, static_cast<int>(index_)};
-  const unsigned ns = core_.nshards();
   const std::size_t low_mark = core_.options().worker_queue_capacity / 2;
   while (true) {
     if (!flush_pending()) {
@@ -87,10 +101,10 @@ void Worker::run() {
       std::this_thread::sleep_for(std::chrono::microseconds(50));
       continue;
     }
-    if (shards_done_ == ns) break;
     bool progress = false;
-    for (unsigned s = 0; s < ns; ++s) {
-      Shard& sh = core_.shard(s);
+    const unsigned bound = core_.shard_bound();
+    for (unsigned s = 0; s < bound; ++s) {
+      Shard& sh = *core_.shard_ptr(s);
       EventQueue& q = sh.to_worker(index_);
       const std::size_t n = q.pop(batch_.data(), batch_.size());
       if (n > 0) {
@@ -106,31 +120,74 @@ void Worker::run() {
     }
     if (progress) continue;
     if (!flush_pending()) continue;
+    // Every shard has ended and pushed its last event; nothing is left to read.
+    if (core_.workers_should_exit() && !any_event_queued()) break;
     wake_.prepare_sleep();
-    if (any_event_queued() || shards_done_ == ns) {
+    if (any_event_queued() || core_.workers_should_exit()) {
       wake_.woke();
       continue;
     }
     wake_.sleep_futex();
   }
+  flush_pending();  // whatever is left goes to shards that have ended: disposed
 }
 
 void Worker::fail(WorkerConn& wc, const char* what, const char* detail) {
   warn(std::string("handler ") + what + " threw for " + wc.pub.getip() + ": " + detail);
   if (!wc.failed) {
     wc.failed = true;
-    queue_command(wc.pub.id().shard(),
-                  Command{wc.pub.id().value(), nullptr, 0, CommandKind::close,
-                          static_cast<std::uint8_t>(CloseReason::handler_exception)});
+    queue_command(Command{wc.pub.id().value(), nullptr, 0, CommandKind::close,
+                          static_cast<std::uint8_t>(CloseReason::handler_exception), 0});
   }
 }
 
 void Worker::handle(unsigned shard, const Event& e) {
+  if (e.kind == EventKind::barrier) {
+    queue_command(Command{0, nullptr, 0, CommandKind::barrier_ack, 0,
+                          static_cast<std::uint8_t>(shard)});
+    return;
+  }
+  // A connection's events come from one shard at a time: the one it lives on. After a move,
+  // the new shard's events wait here until the old shard's "moved" marker is processed.
+  auto it = conns_.find(e.id);
+  const bool from_home = e.kind == EventKind::connect
+                             ? true
+                             : (it != conns_.end() && it->second.home == shard);
+  if (!from_home) {
+    held_[e.id].push_back(Held{shard, e});
+    return;
+  }
+  process(shard, e);
+  if (!held_.empty() && (e.kind == EventKind::connect || e.kind == EventKind::moved)) {
+    replay_held(e.id);
+  }
+}
+
+void Worker::replay_held(std::uint64_t id) {
+  // Take, each time, the earliest held event from the connection's home shard (so each
+  // shard's order is kept); processing a "moved" marker changes the home, so start over.
+  for (;;) {
+    auto hit = held_.find(id);
+    if (hit == held_.end()) return;
+    auto cit = conns_.find(id);
+    std::vector<Held>& v = hit->second;
+    std::size_t k = 0;
+    while (k < v.size() && (cit == conns_.end() || v[k].shard != cit->second.home)) ++k;
+    if (k == v.size()) return;
+    const Held h = v[k];
+    v.erase(v.begin() + static_cast<std::ptrdiff_t>(k));
+    if (v.empty()) held_.erase(hit);
+    process(h.shard, h.event);
+  }
+}
+
+void Worker::process(unsigned shard, const Event& e) {
   Handler& h = core_.handler();
   switch (e.kind) {
     case EventKind::connect: {
       auto* peer = static_cast<PeerAddress*>(e.data);
       WorkerConn& wc = conns_[e.id];
+      wc.home = shard;
       wc.pub.core_ = &core_;
       wc.pub.id_ = ConnectionId::from_value(e.id);
       wc.pub.fd_ = static_cast<int>(e.len);
@@ -139,8 +196,8 @@ void Worker::handle(unsigned shard, const Event& e) {
       try {
         if (!h.on_client_connect(wc.pub)) {
           wc.refused = true;
-          queue_command(shard, Command{e.id, nullptr, 0, CommandKind::close,
-                                       static_cast<std::uint8_t>(CloseReason::refused)});
+          queue_command(Command{e.id, nullptr, 0, CommandKind::close,
+                                static_cast<std::uint8_t>(CloseReason::refused), 0});
         }
       } catch (const std::exception& ex) {
         fail(wc, "on_client_connect", ex.what());
@@ -194,15 +251,15 @@ void Worker::handle(unsigned shard, const Event& e) {
       return;
     }
     case EventKind::eof:
-      queue_command(shard, Command{e.id, nullptr, 0, CommandKind::eof_ack, 0});
+      queue_command(Command{e.id, nullptr, 0, CommandKind::eof_ack, 0, 0});
       return;
+    case EventKind::moved: {
+      auto it = conns_.find(e.id);
+      if (it != conns_.end()) it->second.home = e.len;
+      return;
+    }
     case EventKind::barrier:
-      queue_command(shard, Command{0, nullptr, 0, CommandKind::barrier_ack, 0});
-      return;
-    case EventKind::shard_done:
-      ++shards_done_;
-      shard_done_[shard] = true;
-      return;
+      return;  // answered in handle()
   }
 }
 

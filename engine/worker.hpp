@@ -22,8 +22,9 @@ class ServerCore;
 
 struct WorkerConn {
   Connection pub;
-  bool refused = false;  // on_client_connect said no: its messages are dropped
-  bool failed = false;   // a handler threw: its messages are dropped until the close lands
+  std::uint32_t home = 0;  // the shard whose queue carries its events now
+  bool refused = false;    // on_client_connect said no: its messages are dropped
+  bool failed = false;     // a handler threw: its messages are dropped until the close lands
 };
 
 class Worker {
@@ -38,20 +39,22 @@ class Worker {
   /// Any thread: wake the worker if it sleeps.
   void notify() { wake_.notify(); }
 
-  /// Worker thread: queue a command for a shard (pushed in batches). Backpressure when this
-  /// worker already holds too many commands the shard has not taken yet.
-  SendStatus queue_command(unsigned shard, const Command& c);
+  /// Worker thread: queue a command (pushed in batches, in call order, to the shard that owns
+  /// the connection at push time). Backpressure when this worker already holds too many
+  /// commands the shards have not taken yet.
+  SendStatus queue_command(const Command& c);
 
  private:
-  struct Pending {
-    std::vector<Command> items;
-    std::size_t head = 0;
-    std::size_t size() const { return items.size() - head; }
+  struct Held {
+    unsigned shard;
+    Event event;
   };
 
   void run();
   void handle(unsigned shard, const Event& e);
-  bool flush_pending();  // false if some shard's queue is full
+  void process(unsigned shard, const Event& e);
+  void replay_held(std::uint64_t id);
+  bool flush_pending();  // false if a shard's queue is full
   bool any_event_queued();
   void fail(WorkerConn& wc, const char* what, const char* detail);
   void warn(const std::string& msg);
@@ -61,10 +64,12 @@ class Worker {
   Wakeup wake_{false};
   std::thread thread_;
   std::unordered_map<std::uint64_t, WorkerConn> conns_;
-  std::vector<Pending> pending_;
+  // Events that arrived from a shard the connection has not moved to yet (the old shard's
+  // "moved" marker is still queued), or before its connect event.
+  std::unordered_map<std::uint64_t, std::vector<Held>> held_;
+  std::vector<Command> pending_;
+  std::size_t pending_head_ = 0;
   std::vector<Event> batch_;
-  unsigned shards_done_ = 0;
-  std::vector<bool> shard_done_;  // a done shard takes no more commands: drop them
   std::int64_t warn_window_ms_ = 0;
   unsigned warn_in_window_ = 0;
 };

@@ -16,12 +16,20 @@ enum class Framing : std::uint8_t {
   length_prefixed,  ///< big-endian length header of length_prefix_bytes (1, 2 or 4), then payload
 };
 
+/// Where new connections go.
+enum class Balance : std::uint8_t {
+  hash,          ///< the kernel's SO_REUSEPORT hash picks the shard
+  least_loaded,  ///< each accepted socket goes to the shard with the least load (connections
+                 ///< weighted by busy time); accepted on one shard, handed to another if needed
+};
+
 /// Options of a Server. Every field has a safe default; Server's constructor validates them
 /// and throws std::invalid_argument naming the field and what to change.
 struct ServerOptions {
   std::string host = "127.0.0.1";  ///< numeric IPv4/IPv6 address to bind ("0.0.0.0" for all)
   std::uint16_t port = 0;          ///< 0 = ephemeral; read the bound port with Server::port()
   unsigned shards = 1;             ///< reactor threads, each with its own epoll and listener
+  Balance balance = Balance::hash; ///< placement of new connections over shards
   unsigned workers = 0;            ///< 0 = handlers run inline on shard threads
   int backlog = 4096;              ///< listen() backlog of each shard's listener
   std::size_t read_chunk = 64 * 1024;  ///< size of the per-shard read buffer (one read call)

@@ -61,6 +61,21 @@ class Server {
   /// (a shard whose command queue is full is skipped and counted in warnings).
   std::size_t broadcast(Bytes bytes);
 
+  /// Changes the number of shards, before start() or while serving, and returns when done:
+  /// new shards accept at once; a retiring shard (the newest) first stops receiving new
+  /// connections, then hands every live connection, with its buffered input, queued output
+  /// and framing state, to the remaining shards, and its thread ends. No connection is reset,
+  /// nothing is lost or reordered, handlers see no extra callbacks, and ConnectionIds keep
+  /// working. Calls are serialised with each other and with stop(). Throws
+  /// std::invalid_argument for n outside 1..254, std::logic_error if the server is stopping
+  /// or if called from a handler (it waits for engine threads).
+  void set_shards(unsigned n);
+  /// The number of live shards (options().shards before start()).
+  unsigned shards() const;
+  /// Moves live connections from shards above the mean connection count to those below it,
+  /// by the same hand-over as set_shards; returns when done. Not from a handler.
+  void rebalance();
+
   /// Connections open now, over all shards.
   std::size_t client_count() const;
   /// Calls fn for every connection open now (a weakly consistent snapshot: connections that

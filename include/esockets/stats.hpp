@@ -24,15 +24,27 @@ struct ShardStats {
   std::uint64_t paused = 0;              ///< gauge: connections not being read (user or flow control)
   std::uint64_t output_bytes = 0;        ///< gauge: bytes queued for sending
   std::uint64_t warnings = 0;            ///< warnings raised (including rate-limited ones)
+  std::uint64_t events_per_sec = 0;      ///< gauge: epoll events handled in the last second
+  double busy_ratio = 0;                 ///< gauge: share of the last second not in epoll_wait
+  unsigned shard = 0;                    ///< the shard's index (ids of its connections carry it)
   std::array<std::uint64_t, kCloseReasonCount> closes{};  ///< indexed by CloseReason
 
   std::uint64_t closes_by(CloseReason r) const { return closes[static_cast<std::size_t>(r)]; }
 };
 
-/// A snapshot of every shard and their total.
+/// How uneven the shards are: max over mean of each gauge (1.0 = perfectly even).
+struct Imbalance {
+  double connections = 1.0;
+  double accepts = 1.0;
+  double events_per_sec = 1.0;
+  double busy_ratio = 1.0;
+};
+
+/// A snapshot of every live shard and their total.
 struct Stats {
   std::vector<ShardStats> shards;
   ShardStats total;
+  Imbalance imbalance;
 };
 
 }  // namespace esockets

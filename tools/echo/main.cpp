@@ -24,6 +24,7 @@ constexpr const char* kUsage =
     "  --shards N            reactor threads (default 1)\n"
     "  --workers N           handler threads, 0 = inline on the shards (default 0)\n"
     "  --framing F           raw | line | length-prefixed (default raw)\n"
+    "  --balance B           hash | least-loaded: where new connections go (default hash)\n"
     "  --prefix-bytes N      length-prefixed header size: 1, 2 or 4 (default 4)\n"
     "  --max-frame BYTES     largest line/frame accepted (default 1048576)\n"
     "  --max-connections N   connections served at once (default: fd limit - 64)\n"
@@ -42,6 +43,8 @@ constexpr const char* kUsage =
     "  --stats-interval SEC  also print stats every SEC seconds (default 0 = only at exit)\n"
     "  -q, --quiet           do not print the listening line\n"
     "  -h, --help            this text\n"
+    "Signals: SIGINT/SIGTERM stop gracefully and print stats; SIGUSR1 adds a shard, SIGUSR2\n"
+    "retires one (never below 1), SIGHUP rebalances; each prints the per-shard stats after.\n"
     "Exit status: 0 after a clean stop, 2 for a bad flag, 1 if the server cannot start.\n";
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -123,6 +126,15 @@ int main(int argc, char** argv) {
       } else {
         usage_error("--framing must be raw, line or length-prefixed, not '" + std::string(f) + "'");
       }
+    } else if (a == "--balance") {
+      std::string_view b = value();
+      if (b == "hash") {
+        o.balance = esockets::Balance::hash;
+      } else if (b == "least-loaded") {
+        o.balance = esockets::Balance::least_loaded;
+      } else {
+        usage_error("--balance must be hash or least-loaded, not '" + std::string(b) + "'");
+      }
     } else if (a == "--prefix-bytes") {
       o.length_prefix_bytes = parse_number<unsigned>(a, value(), 1, 4);
     } else if (a == "--max-frame") {
@@ -160,11 +172,16 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (o.output_total_cap < o.output_hard_cap) o.output_total_cap = o.output_hard_cap;
+
   // Engine threads inherit this mask: only the main thread takes the stop signals.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGUSR2);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   EchoHandler handler(o.framing != esockets::Framing::raw);
@@ -181,15 +198,32 @@ int main(int argc, char** argv) {
     }
     int sig = 0;
     while (true) {
-      if (stats_interval == 0) {
-        sigwait(&set, &sig);
-        break;
-      }
-      timespec ts{static_cast<time_t>(stats_interval), 0};
       siginfo_t info;
-      sig = sigtimedwait(&set, &info, &ts);
-      if (sig > 0) break;
-      esockets::tools::print_stats(stdout, server.stats());
+      if (stats_interval == 0) {
+        sig = sigwaitinfo(&set, &info);
+      } else {
+        timespec ts{static_cast<time_t>(stats_interval), 0};
+        sig = sigtimedwait(&set, &info, &ts);
+      }
+      if (sig == SIGINT || sig == SIGTERM) break;
+      if (sig == SIGUSR1 || sig == SIGUSR2 || sig == SIGHUP) {
+        const unsigned before = server.shards();
+        try {
+          if (sig == SIGUSR1) {
+            server.set_shards(before + 1);
+          } else if (sig == SIGUSR2) {
+            if (before > 1) server.set_shards(before - 1);
+          } else {
+            server.rebalance();
+          }
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "esockets-echo: %s\n", e.what());
+        }
+        std::printf("esockets-echo: %s: shards %u -> %u\n",
+                    sig == SIGUSR1 ? "SIGUSR1" : sig == SIGUSR2 ? "SIGUSR2" : "SIGHUP", before,
+                    server.shards());
+      }
+      if (sig > 0 || stats_interval > 0) esockets::tools::print_stats(stdout, server.stats());
     }
     std::printf("esockets-echo: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     std::fflush(stdout);

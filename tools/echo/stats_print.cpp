@@ -19,9 +19,9 @@ void print_stats(std::FILE* out, const Stats& st) {
                "accepts", "refused", "bytes_in", "bytes_out", "msgs_in", "msgs_out", "queue",
                "paused", "warnings");
   char name[24];
-  for (std::size_t i = 0; i < st.shards.size(); ++i) {
-    std::snprintf(name, sizeof name, "%zu", i);
-    row(out, name, st.shards[i]);
+  for (const ShardStats& s : st.shards) {
+    std::snprintf(name, sizeof name, "%u", s.shard);
+    row(out, name, s);
   }
   row(out, "total", st.total);
   std::fprintf(out, "closes:");
@@ -29,6 +29,13 @@ void print_stats(std::FILE* out, const Stats& st) {
     std::fprintf(out, " %s=%" PRIu64, to_string(static_cast<CloseReason>(r)), st.total.closes[r]);
   }
   std::fprintf(out, " accept_errors=%" PRIu64 "\n", st.total.accept_errors);
+  std::fprintf(out, "load: busy");
+  for (const ShardStats& s : st.shards) std::fprintf(out, " %u:%.2f", s.shard, s.busy_ratio);
+  std::fprintf(out, "  events/s");
+  for (const ShardStats& s : st.shards) std::fprintf(out, " %u:%" PRIu64, s.shard, s.events_per_sec);
+  std::fprintf(out, "  imbalance conns=%.2f accepts=%.2f events=%.2f busy=%.2f\n",
+               st.imbalance.connections, st.imbalance.accepts, st.imbalance.events_per_sec,
+               st.imbalance.busy_ratio);
   std::fflush(out);
 }
 
