@@ -10,8 +10,29 @@ namespace {
 
 Conn* fake(std::uintptr_t n) { return reinterpret_cast<Conn*>(n * 64); }
 
+// The table is server-wide; most checks look at it through one shard's eyes.
+class ShardView {
+ public:
+  ShardView(std::uint32_t shard, std::size_t capacity) : shard_(shard), t_(capacity) {}
+  ConnectionId open(std::uint32_t slot, Conn* c) { return t_.open(shard_, slot, c); }
+  Conn* find(ConnectionId id) const { return t_.find(id, shard_); }
+  Conn* at(std::uint32_t slot) const { return t_.at(slot, shard_); }
+  bool live(ConnectionId id) const { return t_.live(id); }
+  void retire(std::uint32_t slot) { t_.retire(slot); }
+  void clear(std::uint32_t slot) { t_.clear(slot); }
+  template <class Fn>
+  void for_each_live(Fn&& fn) const {
+    t_.for_each_hosted(shard_, fn);
+  }
+  ConnectionTable& table() { return t_; }
+
+ private:
+  std::uint32_t shard_;
+  ConnectionTable t_;
+};
+
 TEST(ConnectionTable, OpenGivesOddGenerationAndFinds) {
-  ConnectionTable t(3, 10000);
+  ShardView t(3, 10000);
   ConnectionId id = t.open(42, fake(1));
   EXPECT_EQ(id.shard(), 3u);
   EXPECT_EQ(id.slot(), 42u);
@@ -23,7 +44,7 @@ TEST(ConnectionTable, OpenGivesOddGenerationAndFinds) {
 }
 
 TEST(ConnectionTable, RetireMakesIdStaleButKeepsConn) {
-  ConnectionTable t(0, 100);
+  ShardView t(0, 100);
   ConnectionId id = t.open(7, fake(1));
   t.retire(7);
   EXPECT_FALSE(t.live(id));
@@ -37,7 +58,7 @@ TEST(ConnectionTable, RetireMakesIdStaleButKeepsConn) {
 }
 
 TEST(ConnectionTable, ReuseOfSlotGivesNewGenerationAndOldIdStaysStale) {
-  ConnectionTable t(1, 100);
+  ShardView t(1, 100);
   std::set<std::uint32_t> gens;
   std::vector<ConnectionId> old;
   for (int round = 0; round < 50; ++round) {
@@ -60,7 +81,7 @@ TEST(ConnectionTable, ReuseOfSlotGivesNewGenerationAndOldIdStaysStale) {
 }
 
 TEST(ConnectionTable, ForeignAndInvalidIdsAreNotFound) {
-  ConnectionTable t(2, 100);
+  ShardView t(2, 100);
   ConnectionId id = t.open(5, fake(1));
   EXPECT_EQ(t.find(ConnectionId(3, 5, id.generation())), nullptr) << "other shard";
   EXPECT_FALSE(t.live(ConnectionId(3, 5, id.generation())));
@@ -75,7 +96,7 @@ TEST(ConnectionTable, ForeignAndInvalidIdsAreNotFound) {
 
 TEST(ConnectionTable, ForEachLiveVisitsExactlyLiveSlotsAcrossChunks) {
   const std::uint32_t cap = 3 * ConnectionTable::kChunkSize + 17;
-  ConnectionTable t(4, cap);
+  ShardView t(4, cap);
   std::set<ConnectionId> expect;
   for (std::uint32_t s = 0; s < cap; s += 97) {
     ConnectionId id = t.open(s, fake(s + 1));
@@ -93,6 +114,36 @@ TEST(ConnectionTable, ForEachLiveVisitsExactlyLiveSlotsAcrossChunks) {
   // The last slot of the capacity works too.
   ConnectionId last = t.open(cap - 1, fake(1));
   EXPECT_TRUE(t.live(last));
+}
+
+TEST(ConnectionTable, HandOverKeepsTheIdAndMovesOwnerThenHost) {
+  ConnectionTable t(100);
+  ConnectionId id = t.open(1, 7, fake(1));
+  EXPECT_EQ(t.owner(7), 1u);
+  EXPECT_EQ(t.find(id, 1), fake(1));
+  t.set_owner(7, 2);  // commands go to shard 2 from now on
+  EXPECT_EQ(t.owner(7), 2u);
+  EXPECT_EQ(t.find(id, 1), fake(1)) << "the old host still holds it until it hands it over";
+  EXPECT_EQ(t.find(id, 2), nullptr);
+  t.set_host(7, ConnectionTable::kInTransit);
+  EXPECT_EQ(t.find(id, 1), nullptr);
+  EXPECT_EQ(t.find(id, 2), nullptr);
+  EXPECT_TRUE(t.live(id)) << "in transit is still live";
+  t.set_host(7, 2);
+  EXPECT_EQ(t.find(id, 2), fake(1));
+  EXPECT_EQ(id.shard(), 1u) << "the id keeps its birth shard";
+  std::set<ConnectionId> on2;
+  t.for_each_hosted(2, [&](ConnectionId x) { on2.insert(x); });
+  EXPECT_EQ(on2, std::set<ConnectionId>{id});
+  t.clear(7);
+  EXPECT_FALSE(t.live(id));
+  EXPECT_EQ(t.owner(7), ConnectionTable::kNoShard);
+  // The fd is reused by another shard: the old id stays stale, the new one has its own birth.
+  ConnectionId again = t.open(3, 7, fake(2));
+  EXPECT_FALSE(t.live(id));
+  EXPECT_TRUE(t.live(again));
+  EXPECT_NE(again.generation(), id.generation());
+  EXPECT_EQ(t.find(ConnectionId(1, 7, again.generation()), 3), nullptr) << "birth must match";
 }
 
 }  // namespace

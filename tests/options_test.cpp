@@ -65,7 +65,7 @@ TEST(Options, BadOptionsThrowInvalidArgumentNamingTheField) {
 
 TEST(Options, GoodEdgeOptionsAreAccepted) {
   CountingHandler h;
-  ServerOptions o = loopback_options(255, 0);
+  ServerOptions o = loopback_options(254, 0);
   o.length_prefix_bytes = 3;  // ignored unless length_prefixed
   EXPECT_NO_THROW(Server(h, o));
   o = loopback_options();

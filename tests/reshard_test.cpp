@@ -93,7 +93,7 @@ TEST_P(ReshardTraffic, GrowAndShrinkUnderPipelinedTrafficAndAStorm) {
   const int secs = kScale > 1 ? 12 : 8;
   Flood pipe(server.port(),
              {"-c", std::to_string(conns), "--duration", std::to_string(secs), "--verify",
-              "--threads", "1", "pipeline", "8"},
+              "--threads", "2", "pipeline", "8"},
              tmp_json("pipe"));
   ASSERT_TRUE(wait_until([&] { return server.client_count() >= conns; }, 20s));
   Flood storm_run(server.port(),
