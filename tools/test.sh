@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds esockets and runs the whole test suite three times: Release, ASan+UBSan, TSan.
 # Heavy tests scale their counts down under the sanitizers (ESOCKETS_TEST_SCALE).
-# Usage: tools/test.sh [release|asan|tsan ...]   (default: all three)
+# Then a short libFuzzer run of the framers (clang), replaying the corpus first.
+# Usage: tools/test.sh [release|asan|tsan|fuzz ...]   (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 
 jobs=$(nproc)
 configs=("$@")
-[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan)
+[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan fuzz)
 
 # TSan needs a low-entropy mmap layout; where vm.mmap_rnd_bits is 32 run without ASLR.
 tsan_prefix=()
@@ -33,6 +34,22 @@ run_config() {
   echo "=== esockets: $name passed in $((SECONDS - start)) s ==="
 }
 
+run_fuzz() {
+  local dir=build/fuzz secs=${ESOCKETS_FUZZ_SECONDS:-30}
+  echo "=== esockets: fuzz build (clang, libFuzzer) ==="
+  cmake -S . -B "$dir" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DESOCKETS_BUILD_FUZZERS=ON -DESOCKETS_BUILD_TESTS=OFF -DESOCKETS_BUILD_BENCHMARKS=OFF \
+    -DESOCKETS_BUILD_TOOLS=OFF >/dev/null
+  cmake --build "$dir" -j"$jobs" --target framer_fuzz
+  local scratch
+  scratch=$(mktemp -d)
+  echo "=== esockets: fuzzing the framers for $secs s ==="
+  "$dir/fuzz/framer_fuzz" -runs=0 fuzz/corpus
+  "$dir/fuzz/framer_fuzz" -max_total_time="$secs" -print_final_stats=1 "$scratch" fuzz/corpus
+  rm -rf "$scratch"
+  echo "=== esockets: fuzz passed ==="
+}
+
 for c in "${configs[@]}"; do
   case $c in
     release) run_config release -DCMAKE_BUILD_TYPE=Release -DESOCKETS_BUILD_BENCHMARKS=ON ;;
@@ -40,7 +57,8 @@ for c in "${configs[@]}"; do
             -DESOCKETS_TEST_SCALE=4 -DESOCKETS_BUILD_BENCHMARKS=OFF ;;
     tsan) run_config tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DESOCKETS_SANITIZE=thread \
             -DESOCKETS_TEST_SCALE=8 -DESOCKETS_BUILD_BENCHMARKS=OFF ;;
-    *) echo "tools/test.sh: unknown configuration '$c' (use release, asan or tsan)" >&2; exit 2 ;;
+    fuzz) run_fuzz ;;
+    *) echo "tools/test.sh: unknown configuration '$c' (use release, asan, tsan or fuzz)" >&2; exit 2 ;;
   esac
 done
 echo "esockets: all test configurations passed (${configs[*]})"

@@ -208,6 +208,7 @@ int main(int argc, char** argv) {
       if (sig == SIGINT || sig == SIGTERM) break;
       if (sig == SIGUSR1 || sig == SIGUSR2 || sig == SIGHUP) {
         const unsigned before = server.shards();
+        const auto t0 = std::chrono::steady_clock::now();
         try {
           if (sig == SIGUSR1) {
             server.set_shards(before + 1);
@@ -219,9 +220,12 @@ int main(int argc, char** argv) {
         } catch (const std::exception& e) {
           std::fprintf(stderr, "esockets-echo: %s\n", e.what());
         }
-        std::printf("esockets-echo: %s: shards %u -> %u\n",
+        const double ms = std::chrono::duration<double, std::milli>(
+                              std::chrono::steady_clock::now() - t0)
+                              .count();
+        std::printf("esockets-echo: %s: shards %u -> %u in %.1f ms\n",
                     sig == SIGUSR1 ? "SIGUSR1" : sig == SIGUSR2 ? "SIGUSR2" : "SIGHUP", before,
-                    server.shards());
+                    server.shards(), ms);
       }
       if (sig > 0 || stats_interval > 0) esockets::tools::print_stats(stdout, server.stats());
     }
