@@ -350,3 +350,54 @@ TEST_F(FloodTest, HostileModesReportServerBehaviour) {
     ASSERT_TRUE(slow.json_ok);
     EXPECT_EQ(slow.json["server_behaviour"]["still_open"].num(), 2);
 }
+
+// One event-loop thread must not let the traffic of the connections already open starve connection setup:
+// with pipelining against a fast echo server all 2000 connections come up, and promptly (not over seconds).
+TEST_F(FloodTest, PipelineLoadDoesNotStarveConnects) {
+    TestServer srv;
+    ToolRun r = flood({"--port", port_arg(srv), "-c", "2000", "--threads", "1", "--duration", "3", "pipeline", "8"});
+    EXPECT_TRUE(ok_exit(r)) << r.out << r.err;
+    ASSERT_TRUE(r.json_ok) << r.out << r.err;
+    EXPECT_EQ(r.json["connections"]["requested"].num(), 2000);
+    EXPECT_EQ(r.json["connections"]["established"].num(), 2000) << r.out;
+    ASSERT_EQ(r.json["connections"]["time_to_n_s"].kind, JValue::Num) << r.out;
+    EXPECT_GE(r.json["connections"]["time_to_n_s"].num(), 0) << r.out;
+    EXPECT_LT(r.json["connections"]["time_to_n_s"].num(), 0.5) << r.out;
+    EXPECT_EQ(errors_total(r), 0);
+}
+
+// Pipelined latency runs from each request's send to its reply. Bulk pipelining (16 KiB, depth 4) used to
+// report most replies as 0 us: the reply to a request written during the same read call was stamped with the
+// loop-pass clock, i.e. the request's own send time.
+TEST_F(FloodTest, PipelineBulkLatencyIsNotZero) {
+    TestServer srv;
+    ToolRun r = flood({"--port", port_arg(srv), "-c", "4", "--threads", "1", "--duration", "1.5", "--size", "16384",
+                       "--verify", "pipeline", "4"});
+    EXPECT_TRUE(ok_exit(r)) << r.out << r.err;
+    ASSERT_TRUE(r.json_ok) << r.out << r.err;
+    EXPECT_EQ(errors_total(r), 0);
+    ASSERT_GT(r.json["latency_us"]["count"].num(), 100);
+    EXPECT_GT(r.json["latency_us"]["p50"].num(), 0) << r.out;
+    // A 16 KiB loopback round trip cannot take 0 us: no reply may be recorded as 0.
+    const auto& buckets = r.json["histogram"]["buckets"].a;
+    ASSERT_FALSE(buckets.empty());
+    EXPECT_GT(buckets.front().a.at(0).num(), 0) << "replies recorded with latency 0 us: " << buckets.front().a.at(2).num();
+}
+
+TEST_F(FloodTest, PipelineLatencyIncludesServerDelay) {
+    ServerConfig cfg;
+    cfg.delay_ms = 2;
+    TestServer srv(cfg);
+    for (const char* depth : {"1", "4"}) {
+        ToolRun r = flood({"--port", port_arg(srv), "-c", "4", "--duration", "1.5", "--verify", "pipeline", depth});
+        EXPECT_TRUE(ok_exit(r)) << r.out << r.err;
+        ASSERT_TRUE(r.json_ok) << r.out << r.err;
+        EXPECT_EQ(errors_total(r), 0);
+        ASSERT_GT(r.json["latency_us"]["count"].num(), 100) << depth;
+        EXPECT_GE(r.json["latency_us"]["p50"].num(), 2000) << "depth " << depth << "\n" << r.out;
+        const auto& buckets = r.json["histogram"]["buckets"].a;  // [lowest, highest, count], ascending
+        ASSERT_FALSE(buckets.empty());
+        EXPECT_GE(buckets.front().a.at(1).num(), 2000) << "depth " << depth << ": a reply faster than the server delay";
+        EXPECT_LT(r.json["latency_us"]["p50"].num(), 30000) << "depth " << depth << "\n" << r.out;  // not inflated
+    }
+}

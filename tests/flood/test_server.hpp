@@ -1,6 +1,7 @@
 // Tiny epoll echo server for the esockets-flood tests (single thread, level-triggered).
 // Behaviours: plain echo, corrupting echo (flips a bit in every chunk), and echo that
-// stalls once (the whole loop sleeps) a given time after the first byte arrives.
+// stalls once (the whole loop sleeps) a given time after the first byte arrives, and echo that holds
+// every received chunk back for delay_ms before sending it.
 #pragma once
 
 #include <arpa/inet.h>
@@ -11,10 +12,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -26,6 +29,7 @@ struct ServerConfig {
     bool corrupt = false;
     int stall_after_ms = -1;  // < 0: never stall
     int stall_ms = 0;
+    int delay_ms = 0;  // > 0: every chunk is echoed delay_ms after it was received
 };
 
 inline int make_listener(std::uint16_t port = 0, int backlog = 4096) {
@@ -61,7 +65,17 @@ inline void serve(int listen_fd, const ServerConfig& cfg, const std::atomic<bool
     struct Peer {
         std::string out;
         bool eof = false;
+        std::uint64_t id = 0;
+        std::size_t delayed = 0;  // chunks waiting in `later`
     };
+    struct Later {  // a delayed chunk; FIFO order is due order because the delay is constant
+        std::chrono::steady_clock::time_point due;
+        int fd;
+        std::uint64_t id;
+        std::string data;
+    };
+    std::deque<Later> later;
+    std::uint64_t next_id = 0;
     std::unordered_map<int, Peer> peers;
     std::vector<epoll_event> evs(1024);
     std::vector<char> buf(1 << 16);
@@ -87,7 +101,7 @@ inline void serve(int listen_fd, const ServerConfig& cfg, const std::atomic<bool
             }
             p.out.erase(0, static_cast<std::size_t>(w));
         }
-        if (p.out.empty() && p.eof) return false;  // reply complete after half-close: FIN
+        if (p.out.empty() && p.eof && p.delayed == 0) return false;  // reply complete after half-close: FIN
         want(fd, p);
         return true;
     };
@@ -97,7 +111,23 @@ inline void serve(int listen_fd, const ServerConfig& cfg, const std::atomic<bool
             stalled = true;
             std::this_thread::sleep_for(std::chrono::milliseconds(cfg.stall_ms));
         }
-        int n = epoll_wait(ep, evs.data(), static_cast<int>(evs.size()), 5);
+        int timeout_ms = 5;
+        if (!later.empty()) {
+            const auto left = later.front().due - std::chrono::steady_clock::now();
+            const auto us = std::chrono::duration_cast<std::chrono::microseconds>(left).count();
+            timeout_ms = us <= 0 ? 0 : std::min<int>(5, static_cast<int>((us + 999) / 1000));
+        }
+        int n = epoll_wait(ep, evs.data(), static_cast<int>(evs.size()), timeout_ms);
+        const auto now = std::chrono::steady_clock::now();
+        while (!later.empty() && later.front().due <= now) {
+            Later l = std::move(later.front());
+            later.pop_front();
+            auto it = peers.find(l.fd);
+            if (it == peers.end() || it->second.id != l.id) continue;  // peer gone
+            --it->second.delayed;
+            it->second.out += l.data;
+            if (!try_write(l.fd, it->second)) close_peer(l.fd);
+        }
         for (int k = 0; k < n; ++k) {
             const int fd = evs[static_cast<std::size_t>(k)].data.fd;
             if (fd == listen_fd) {
@@ -110,7 +140,7 @@ inline void serve(int listen_fd, const ServerConfig& cfg, const std::atomic<bool
                     e.events = EPOLLIN;
                     e.data.fd = c;
                     epoll_ctl(ep, EPOLL_CTL_ADD, c, &e);
-                    peers[c];
+                    peers[c].id = ++next_id;
                 }
                 continue;
             }
@@ -128,6 +158,12 @@ inline void serve(int listen_fd, const ServerConfig& cfg, const std::atomic<bool
                     first_byte = std::chrono::steady_clock::now();
                 }
                 if (cfg.corrupt) buf[0] = static_cast<char>(buf[0] ^ 0x20);
+                if (cfg.delay_ms > 0) {
+                    later.push_back({std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.delay_ms), fd, p.id,
+                                     std::string(buf.data(), static_cast<std::size_t>(r))});
+                    ++p.delayed;
+                    continue;
+                }
                 p.out.append(buf.data(), static_cast<std::size_t>(r));
                 if (!try_write(fd, p)) close_peer(fd);
             } else if (r == 0) {

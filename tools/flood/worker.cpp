@@ -25,6 +25,10 @@ namespace {
 constexpr std::uint64_t kMs = 1'000'000;
 constexpr std::uint64_t kTickNs = 10 * kMs;
 constexpr std::size_t kMaxQueue = 65536;  // rate mode: per-connection backlog cap
+constexpr std::uint64_t kConnectEpollTag = UINT64_MAX;  // ep_ event: cep_ has finished connects
+constexpr int kConnectBatch = 64;   // connects started per service_connects() call
+constexpr int kTrafficSlice = 64;   // at most this many traffic events between two service_connects() calls
+constexpr std::uint64_t kConnectServiceNs = 1'000'000;  // ... and at most this much time
 }  // namespace
 
 Worker::Worker(Shared& sh, int tid, std::uint64_t first_global, std::uint64_t nconns, std::uint64_t req_share,
@@ -35,12 +39,18 @@ Worker::Worker(Shared& sh, int tid, std::uint64_t first_global, std::uint64_t nc
     std::uint32_t cum = 0;
     for (auto& s : o_.size_list) size_cdf_.push_back(cum += s.weight);
     ep_ = epoll_create1(EPOLL_CLOEXEC);
+    cep_ = epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN;  // level-triggered: readable while a connect completion is waiting in cep_
+    ev.data.u64 = kConnectEpollTag;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, cep_, &ev);
 }
 
 Worker::~Worker() {
     for (auto& c : conns_)
         if (c.fd >= 0) ::close(c.fd);
     if (ep_ >= 0) ::close(ep_);
+    if (cep_ >= 0) ::close(cep_);
 }
 
 std::uint32_t Worker::next_size() {
@@ -108,6 +118,8 @@ void Worker::close_conn(Conn& c, bool rst) {
     if (c.state == kOpen) {
         --open_;
         sh_.open.fetch_sub(1, std::memory_order_relaxed);
+    } else if (c.state == kConnecting) {
+        --connecting_;
     }
     // Requests still queued on a dead connection are abandoned (rate mode re-issues nothing).
     if (c.queued()) {
@@ -149,14 +161,15 @@ void Worker::start_connect(std::uint32_t i) {
     Conn& c = conns_[i];
     const std::uint64_t g = first_global_ + i;
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    now_ = now_ns();
     c.t_start = now_;
+    c.state = kConnecting;
+    ++connecting_;
     if (fd < 0) {
-        c.state = kConnecting;
         fail_conn(c, i, classify(errno, true), std::string("socket: ") + std::strerror(errno));
         return;
     }
     c.fd = fd;
-    c.state = kConnecting;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (o_.mode == Mode::Slowread) {
@@ -171,19 +184,72 @@ void Worker::start_connect(std::uint32_t i) {
             return;
         }
     }
+    // Until it is established the socket is watched in cep_ only (level-triggered), so that its completion
+    // is not queued behind the traffic events of the open connections in ep_.
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.events = EPOLLOUT;
     ev.data.u64 = i;
-    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    if (epoll_ctl(cep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
         fail_conn(c, i, kOther, std::string("epoll_ctl: ") + std::strerror(errno));
         return;
     }
     int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&sh_.target), sizeof sh_.target);
     if (r == 0) {
-        on_connected(c, i);
+        on_connect_event(i, EPOLLOUT);
     } else if (errno != EINPROGRESS) {
         fail_conn(c, i, classify(errno, true), std::string("connect: ") + std::strerror(errno));
     }
+}
+
+void Worker::on_connect_event(std::uint32_t i, std::uint32_t ev) {
+    Conn& c = conns_[i];
+    if (c.fd < 0 || c.state != kConnecting) return;
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+        fail_conn(c, i, classify(err, true), std::string("connect: ") + std::strerror(err));
+        return;
+    }
+    if (!(ev & (EPOLLOUT | EPOLLIN))) return;
+    // Established: move the socket from the connect set to the traffic set (edge-triggered; adding it reports
+    // its current readiness, so nothing that already arrived is missed).
+    epoll_ctl(cep_, EPOLL_CTL_DEL, c.fd, nullptr);
+    epoll_event e{};
+    e.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    e.data.u64 = i;
+    if (epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &e) != 0) {
+        fail_conn(c, i, kOther, std::string("epoll_ctl: ") + std::strerror(errno));
+        return;
+    }
+    on_connected(c, i);
+}
+
+// Connection setup has priority over traffic: the loop calls this at the start of every pass and again after
+// every kTrafficSlice traffic events while connects are pending, so neither starting a connect (as far as
+// --connect-rate / --ramp allow) nor handling its completion waits behind the traffic of open connections.
+void Worker::service_connects() {
+    now_ = now_ns();
+    last_connect_service_ = now_;
+    int budget = kConnectBatch;
+    while (!draining_ && connect_q_head_ < connect_q_.size() && budget-- > 0) {
+        if (connect_interval_ns_ > 0) {
+            if (now_ < next_connect_) break;
+            next_connect_ += static_cast<std::uint64_t>(connect_interval_ns_);
+            if (next_connect_ + 100 * kMs < now_) next_connect_ = now_;  // do not burst after a stall
+        }
+        std::uint32_t i = connect_q_[connect_q_head_++];
+        if (conns_[i].state == kQueued) start_connect(i);
+    }
+    if (connect_q_head_ == connect_q_.size()) {
+        connect_q_.clear();
+        connect_q_head_ = 0;
+    }
+    if (connecting_ == 0) return;
+    epoll_event evs[256];
+    const int n = epoll_wait(cep_, evs, 256, 0);
+    now_ = now_ns();
+    for (int k = 0; k < n; ++k) on_connect_event(static_cast<std::uint32_t>(evs[k].data.u64), evs[k].events);
 }
 
 void Worker::on_connected(Conn& c, std::uint32_t i) {
@@ -245,20 +311,8 @@ void Worker::server_closed(Conn& c, std::uint32_t i, bool rst, int err_no) {
 
 void Worker::on_event(std::uint32_t i, std::uint32_t ev) {
     Conn& c = conns_[i];
-    if (c.fd < 0) return;
-    if (c.state == kConnecting) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err != 0) {
-            fail_conn(c, i, classify(err, true), std::string("connect: ") + std::strerror(err));
-            return;
-        }
-        if (!(ev & (EPOLLOUT | EPOLLIN))) return;
-        on_connected(c, i);
-        if (c.fd < 0 || c.state != kOpen) return;
-    }
-    if (c.state != kOpen) return;
+    // Connects complete via cep_ (on_connect_event); a stale traffic event must not complete one.
+    if (c.fd < 0 || c.state != kOpen) return;
     if (ev & EPOLLERR) {
         int err = 0;
         socklen_t len = sizeof err;
@@ -372,21 +426,8 @@ void Worker::run() {
         } else if (o_.mode == Mode::Storm && sh_.peak.load(std::memory_order_relaxed) >= sh_.proc_conns) {
             break;  // all connections of this process are up
         }
-        // Connection setup, paced by --connect-rate / --ramp.
-        int budget = 64;
-        while (!draining_ && connect_q_head_ < connect_q_.size() && budget-- > 0) {
-            if (connect_interval_ns_ > 0) {
-                if (now_ < next_connect_) break;
-                next_connect_ += static_cast<std::uint64_t>(connect_interval_ns_);
-                if (next_connect_ + 100 * kMs < now_) next_connect_ = now_;  // do not burst after a stall
-            }
-            std::uint32_t i = connect_q_[connect_q_head_++];
-            if (conns_[i].state == kQueued) start_connect(i);
-        }
-        if (connect_q_head_ == connect_q_.size()) {
-            connect_q_.clear();
-            connect_q_head_ = 0;
-        }
+        // Connection setup first, paced by --connect-rate / --ramp.
+        if (connects_pending()) service_connects();
         // Open-loop arrivals (rate mode).
         if (o_.mode == Mode::Rate && rate_share_ > 0) {
             int n = 0;
@@ -444,7 +485,10 @@ void Worker::run() {
         // Connections that hit their per-call I/O cap get another turn (edge-triggered epoll).
         if (!ready_.empty()) {
             ready_work_.swap(ready_);
+            int slice = 0;
             for (std::uint32_t i : ready_work_) {
+                if (connects_pending() && (++slice % kTrafficSlice == 0 || now_ - last_connect_service_ >= kConnectServiceNs))
+                    service_connects();
                 conns_[i].in_ready = false;
                 on_event(i, EPOLLIN | EPOLLOUT);
             }
@@ -465,8 +509,17 @@ void Worker::run() {
             n = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), static_cast<int>((wait + kMs - 1) / kMs));
         }
         now_ = now_ns();
-        for (int k = 0; k < n; ++k) on_event(static_cast<std::uint32_t>(evs[static_cast<std::size_t>(k)].data.u64),
-                                             evs[static_cast<std::size_t>(k)].events);
+        int slice = 0;
+        for (int k = 0; k < n; ++k) {
+            const epoll_event& e = evs[static_cast<std::size_t>(k)];
+            if (e.data.u64 == kConnectEpollTag) {
+                service_connects();
+                continue;
+            }
+            if (connects_pending() && (++slice % kTrafficSlice == 0 || now_ - last_connect_service_ >= kConnectServiceNs))
+                service_connects();
+            on_event(static_cast<std::uint32_t>(e.data.u64), e.events);
+        }
     }
     now_ = now_ns();
     for (std::uint32_t i = 0; i < conns_.size(); ++i) {

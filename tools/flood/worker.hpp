@@ -94,6 +94,11 @@ private:
 
     // connections
     void start_connect(std::uint32_t i);
+    void service_connects();  // start queued connects (rate permitting), then handle finished ones
+    bool connects_pending() const {
+        return connecting_ > 0 || (!draining_ && connect_q_head_ < connect_q_.size());
+    }
+    void on_connect_event(std::uint32_t i, std::uint32_t ev);
     void on_connected(Conn& c, std::uint32_t i);
     void on_event(std::uint32_t i, std::uint32_t ev);
     void close_conn(Conn& c, bool rst = false);
@@ -127,6 +132,9 @@ private:
     const Options& o_;
     int tid_;
     int ep_ = -1;
+    int cep_ = -1;  // connects in progress live in their own epoll set (registered in ep_), see service_connects()
+    std::uint64_t connecting_ = 0;  // connections in kConnecting
+    std::uint64_t last_connect_service_ = 0;  // ns, last service_connects()
     std::uint64_t first_global_;
     std::vector<Conn> conns_;
     std::vector<std::uint32_t> connect_q_, ready_, ready_work_;

@@ -13,6 +13,10 @@ namespace flood {
 namespace {
 constexpr int kMaxWritesPerCall = 16;
 constexpr std::size_t kMaxReadPerCall = 1 << 20;
+// A connection's turn also ends after this many successful reads: in pipeline mode every reply refills the
+// pipeline, so against a fast server one connection could otherwise ping-pong for its whole 1 MiB byte budget
+// (tens of thousands of small requests) while other connections and pending connects wait.
+constexpr int kMaxReadsPerCall = 16;
 }  // namespace
 
 void Worker::mark_ready(Conn& c, std::uint32_t i) {
@@ -134,6 +138,9 @@ void Worker::flush(Conn& c, std::uint32_t i) {
             c.want_write = false;
             break;
         }
+        // Fresh clock per send: requests are stamped with the time they are handed to the kernel, not with the
+        // start of the event-loop pass (which may have begun many milliseconds earlier).
+        now_ = now_ns();
         const ssize_t w = ::send(c.fd, wbuf_.data(), n, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR) continue;
@@ -171,10 +178,14 @@ void Worker::flush(Conn& c, std::uint32_t i) {
 void Worker::do_read(Conn& c, std::uint32_t i, std::size_t limit) {
     std::size_t total = 0;
     const std::size_t cap = limit == SIZE_MAX ? kMaxReadPerCall : limit;
-    while (total < cap) {
+    for (int reads = 0; total < cap && reads < kMaxReadsPerCall; ++reads) {
         const std::size_t want = std::min(rbuf_.size(), cap - total);
         const ssize_t r = ::recv(c.fd, rbuf_.data(), want, 0);
         if (r > 0) {
+            // Fresh clock per read: a reply to a request sent earlier in this same call (pipelining refills
+            // the pipeline while reading) must not be stamped with the time the call began, which made such
+            // latencies 0.
+            now_ = now_ns();
             total += static_cast<std::size_t>(r);
             ph_[sh_.phase_at(now_)].bytes_in += static_cast<std::uint64_t>(r);
             live.bytes_in.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
@@ -264,7 +275,10 @@ void Worker::record_reply(std::uint64_t now, const Pending& p) {
     PhaseCounters& pc = ph_[sh_.phase_at(now)];
     ++pc.msgs;
     live.msgs.fetch_add(1, std::memory_order_relaxed);
-    const std::uint64_t lat = (now - p.intended) / 1000;
+    // Rate mode (open loop): from the intended send time (coordinated-omission correction). Closed-loop modes:
+    // from the time the request's first byte was written to the arrival of its reply's last byte.
+    const std::uint64_t start = o_.mode == Mode::Rate || p.sent == 0 ? p.intended : p.sent;
+    const std::uint64_t lat = (now - start) / 1000;
     pc.lat.record(lat);
     if (p.sent) pc.svc.record((now - p.sent) / 1000);
     ivl_.record(lat);
