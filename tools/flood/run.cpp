@@ -100,16 +100,8 @@ void run_process(const Options& o, std::uint64_t t0, std::uint64_t conns, std::u
 
     Histogram ivl;
     std::uint64_t next = t0 + 1'000'000'000ull;
-    for (;;) {
-        bool all_done = true;
-        for (auto& w : workers) all_done = all_done && w->live.done.load();
-        if (all_done) break;
-        const std::uint64_t now = now_ns();
-        if (now < next) {
-            std::this_thread::sleep_for(std::chrono::nanoseconds(std::min<std::uint64_t>(next - now, 50'000'000)));
-            continue;
-        }
-        next += 1'000'000'000ull;
+    std::uint64_t last_emit = t0;
+    auto emit = [&](std::uint64_t now) {
         Snapshot s;
         s.t = static_cast<double>(now - t0) / 1e9;
         ivl.reset();
@@ -127,8 +119,23 @@ void run_process(const Options& o, std::uint64_t t0, std::uint64_t conns, std::u
         s.requested = conns;
         s.p50 = ivl.percentile(50);
         s.p99 = ivl.percentile(99);
+        last_emit = now;
         if (sink) sink(s);
+    };
+    for (;;) {
+        bool all_done = true;
+        for (auto& w : workers) all_done = all_done && w->live.done.load();
+        if (all_done) break;
+        const std::uint64_t now = now_ns();
+        if (now < next) {
+            std::this_thread::sleep_for(std::chrono::nanoseconds(std::min<std::uint64_t>(next - now, 50'000'000)));
+            continue;
+        }
+        next += 1'000'000'000ull;
+        emit(now);
     }
+    // The last, partial second is reported too (a run shorter than a second gets one line).
+    if (const std::uint64_t now = now_ns(); now - last_emit > 50'000'000ull) emit(now);
     for (auto& t : th) t.join();
     const std::uint64_t t_fin = now_ns();
     rusage ru1{};
