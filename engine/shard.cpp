@@ -399,6 +399,7 @@ void Shard::advance_stop() {
     table_.for_each_hosted(index_, [this](ConnectionId id) {
       Conn* c = table_.find(id, index_);
       if (c != nullptr && c->state == ConnState::open) {
+        if (!c->user_paused && !c->flow_paused) counters_.paused.add();
         c->user_paused = true;  // no new input: the server is going away
         update_interest(c);
       }

@@ -64,6 +64,11 @@ TEST_P(GracefulStop, QueuedOutputIsFlushedThenFin) {
   EXPECT_EQ(h.disconnects.load(), 1);
   EXPECT_EQ(h.reason(CloseReason::shutdown), 1);
   EXPECT_EQ(h.shut_down.load(), 1);
+  // Gauges come back to zero: nothing open, paused or queued.
+  const Stats st = server.stats();
+  EXPECT_EQ(st.total.connections, 0u);
+  EXPECT_EQ(st.total.paused, 0u);
+  EXPECT_EQ(st.total.output_bytes, 0u);
 }
 
 TEST_P(GracefulStop, SendsFromOnServerShuttingDownAreFlushed) {
