@@ -26,6 +26,7 @@ namespace {
 constexpr int kAcceptBudget = 256;
 constexpr int kReadBudget = 4;             // reads per readable event (fairness)
 constexpr int kIovMax = 64;
+constexpr std::size_t kDirectWriteMin = 8 * 1024;  // sends this large skip the queue when it is empty
 constexpr std::int64_t kAcceptRetryMs = 100;  // fallback re-arm after EMFILE
 constexpr std::uint64_t kListenerTag = ConnectionId(0, 0xffffff, 0).value();
 }  // namespace
@@ -576,6 +577,22 @@ SendStatus Shard::send_local(ConnectionId id, const char* p, std::size_t n) {
   if (over_cap(c, n)) {
     close_slow_consumer(c);
     return SendStatus::backpressure;
+  }
+  if (n >= kDirectWriteMin && c->out.empty() && !c->moving && c->registered) {
+    // A large send with nothing queued ahead of it: write it now from the caller's buffer
+    // (bulk echo would otherwise copy every byte into the queue first). Small sends keep
+    // being batched into one sendmsg per pass.
+    const ssize_t w = ::send(c->fd(), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) {
+      counters_.bytes_out.add(static_cast<std::uint64_t>(w));
+      if (static_cast<std::size_t>(w) == n) {
+        counters_.messages_out.add();
+        return SendStatus::ok;
+      }
+      p += w;
+      n -= static_cast<std::size_t>(w);
+    }
+    // EAGAIN, a partial write or an error: queue the rest; flush() reports any error.
   }
   append(c, p, n);
   return SendStatus::ok;
