@@ -89,8 +89,8 @@ Shard::~Shard() {
     if (b == nullptr) return;
     for (Conn* c : b->conns) {
       c->out.clear(pool_);
-      ::close(c->fd());
       table_.clear(static_cast<std::uint32_t>(c->fd()));
+      ::close(c->fd());
       delete c;
     }
     delete b;
@@ -101,8 +101,8 @@ Shard::~Shard() {
     Conn* c = table_.at(static_cast<std::uint32_t>(slot), index_);
     if (c == nullptr) continue;
     c->out.clear(pool_);
-    ::close(c->fd());
     table_.clear(static_cast<std::uint32_t>(slot));
+    ::close(c->fd());
     delete c;
   }
   free_graveyard();

@@ -518,8 +518,10 @@ void Shard::retire(Conn* c, CloseReason reason) {
 
 void Shard::close_fd(Conn* c) {
   const int fd = c->fd();
-  ::close(fd);  // also leaves the epoll set
+  // Empty the slot before the fd number is given back: the table is server-wide, and another
+  // shard's accept may get this number the moment close() returns.
   table_.clear(static_cast<std::uint32_t>(fd));
+  ::close(fd);  // also leaves the epoll set
   core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
   core_.load_of(index_).fetch_sub(1, std::memory_order_relaxed);
   c->timed = false;
