@@ -320,6 +320,27 @@ TEST(Reshard, ApiRejectsWhatItMustAndSerialises) {
   EXPECT_EQ(h.reason(CloseReason::reset), 0);
 }
 
+// The table is server-wide: an fd closed on one shard can be accepted by another at once.
+// Connection churn over several shards must never leave a connection unserved.
+TEST(Reshard, FdReuseAcrossShardsNeverLosesAConnection) {
+  for (unsigned workers : {0u, 2u}) {
+    CountingHandler h;
+    Server server(h, loopback_options(3, workers));
+    server.start();
+    Flood churn(server.port(),
+                {"-c", std::to_string(scaled(300, 40)), "--duration", "4", "--verify",
+                 "--response-timeout", "2000", "churn", "1"},
+                tmp_json(workers == 0 ? "churn0" : "churn2"));
+    floodtest::JValue r;
+    churn.wait(r);
+    EXPECT_EQ(r["errors"]["total"].num(), 0) << "workers=" << workers;
+    EXPECT_GT(r["throughput"]["msgs_per_sec"].num(), 0);
+    ASSERT_TRUE(wait_until([&] { return server.client_count() == 0; }, 10s));
+    server.stop();
+    EXPECT_EQ(h.connects.load(), h.disconnects.load());
+  }
+}
+
 // A handler may not call set_shards (it would wait for its own thread).
 class ResizingHandler : public CountingHandler {
  public:
