@@ -390,8 +390,6 @@ bool ServerCore::post_to_shard(unsigned shard, const Command& cmd) {
   return true;
 }
 
-bool ServerCore::forward(unsigned shard, const Command& cmd) { return post_to_shard(shard, cmd); }
-
 SendStatus ServerCore::post_foreign(const Command& cmd) {
   const ConnectionId id = ConnectionId::from_value(cmd.id);
   // Resolve the owner and push inside the route epoch, so a hand-over in progress waits for

@@ -90,8 +90,6 @@ class ServerCore {
 
   /// Any thread: pushes a command into a shard's inbox and wakes it; false if full or gone.
   bool post_to_shard(unsigned shard, const Command& cmd);
-  /// Shard thread: passes on a command for a connection that moved to `shard`.
-  bool forward(unsigned shard, const Command& cmd);
   /// Accepting shard: the shard a new connection should live on (least_loaded); counts it.
   std::uint32_t pick_least_loaded(std::uint32_t accepting);
 

@@ -20,8 +20,6 @@ namespace esockets::detail {
 
 namespace {
 
-constexpr std::uint64_t kListenerTag = ConnectionId(0, 0xffffff, 0).value();
-constexpr std::uint64_t kWakeTag = ConnectionId(0, 0xfffffe, 0).value();
 constexpr int kMaxEvents = 512;
 constexpr std::size_t kCommandBatch = 512;
 constexpr std::int64_t kTickMs = 50;
@@ -281,9 +279,12 @@ Conn* Shard::target_of(const Command& cmd) {
       incoming_[cmd.id].push_back(cmd);  // the hand-over is on its way
       return nullptr;
     }
-    if (owner != ConnectionTable::kNoShard && core_.forward(owner, cmd)) return nullptr;
+    if (owner != ConnectionTable::kNoShard) {
+      if (core_.post_to_shard(owner, cmd)) return nullptr;
+      warn("a command for a connection that moved on could not be passed on (inbox full)");
+    }
   }
-  dispose(cmd);
+  dispose(cmd);  // the connection is gone: as if the command had arrived after its close
   return nullptr;
 }
 

@@ -17,6 +17,7 @@
 #include <sys/epoll.h>
 
 #include <atomic>
+#include <exception>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -95,6 +96,9 @@ class Shard {
   bool on_own_thread() const;
 
  private:
+  // epoll data of the listener and the wakeup eventfd: ids no connection can have (gen 0).
+  static constexpr std::uint64_t kListenerTag = ConnectionId(0, 0xffffff, 0).value();
+  static constexpr std::uint64_t kWakeTag = ConnectionId(0, 0xfffffe, 0).value();
   enum class Phase : std::uint8_t { serving, draining, closing, done };
   enum class Move : std::uint8_t { idle, grace, quiescing, finishing };
 
@@ -226,5 +230,18 @@ class Shard {
   std::vector<AdoptBatch*> batches_;  // per target, being quiesced
   std::vector<AdoptBatch*> unsent_;   // target inbox was full: retry
 };
+
+template <class Fn>
+void Shard::call_handler(Conn* c, Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& ex) {
+    warn("handler threw for " + c->pub.getip() + ": " + ex.what());
+    begin_close(c, CloseReason::handler_exception);
+  } catch (...) {
+    warn("handler threw a non-std exception for " + c->pub.getip());
+    begin_close(c, CloseReason::handler_exception);
+  }
+}
 
 }  // namespace esockets::detail

@@ -105,7 +105,10 @@ TEST_P(ReshardTraffic, GrowAndShrinkUnderPipelinedTrafficAndAStorm) {
     server.set_shards(n);
     EXPECT_EQ(server.shards(), n);
     expect_all_on_live_shards(server);
-    std::this_thread::sleep_for(std::chrono::milliseconds(kScale > 1 ? 400 : 250));
+    // Let traffic flow on the new layout before the next change.
+    const std::uint64_t seen = server.stats().total.messages_in;
+    EXPECT_TRUE(wait_until([&] { return server.stats().total.messages_in > seen + conns; }, 10s))
+        << "no traffic after set_shards(" << n << ")";
   }
   floodtest::JValue p, s;
   pipe.wait(p);

@@ -71,8 +71,8 @@ TEST(Emfile, NoSpinKeepsServingAndRecovers) {
   // Non-blocking connects: the kernel completes the handshake for queued connections too.
   std::vector<int> fds = open_many(srv.port(), 400, ms(20000));
   ASSERT_EQ(fds.size(), 400u);
-  // Let the server hit EMFILE (it accepts until its 256 fds are gone).
-  std::this_thread::sleep_for(ms(500));
+  // Let the server hit EMFILE (it accepts until its 256 fds are nearly gone).
+  wait_until([&] { return fd_count(srv.pid()) >= 250; }, ms(5000));
 
   // Held (accepted) connections keep echoing; the queued ones get nothing (yet).
   int ended = 0;
@@ -258,7 +258,7 @@ TEST(OversizedHeader, ClosedFastWithoutAllocating) {
   std::vector<int> fds = open_many(srv.port(), n, ms(60000));
   ASSERT_EQ(static_cast<int>(fds.size()), n);
   // Let the server accept everything, then take the baseline.
-  std::this_thread::sleep_for(ms(500));
+  wait_until([&] { return fd_count(srv.pid()) >= n; }, ms(10000));
   const long rss0 = rss_kb(srv.pid());
   const unsigned char hdr[4] = {0x40, 0x00, 0x00, 0x00};  // 1 GiB, big-endian
 

@@ -1,0 +1,103 @@
+// The direct entry points a shard's own thread uses for the connections it hosts (inline
+// handlers, applied commands), and holding commands for connections being handed to it.
+// Thread: owner shard only.
+#include <sys/socket.h>
+
+#include "server_core.hpp"
+#include "shard.hpp"
+
+namespace esockets::detail {
+
+namespace {
+constexpr std::size_t kDirectWriteMin = 8 * 1024;  // sends this large skip an empty queue
+}  // namespace
+
+bool Shard::hold_if_incoming(const Command& cmd) {
+  const ConnectionId id = ConnectionId::from_value(cmd.id);
+  if (!table_.live(id) || table_.owner(id.slot()) != index_) return false;
+  incoming_[cmd.id].push_back(cmd);  // being handed to us: applied when it arrives
+  return true;
+}
+
+SendStatus Shard::send_local(ConnectionId id, SendBlock* block) {
+  Conn* c = table_.find(id, index_);
+  if (c == nullptr &&
+      hold_if_incoming(Command{id.value(), block, block->size(), CommandKind::send, 0, 0})) {
+    return SendStatus::ok;
+  }
+  if (c == nullptr || c->state == ConnState::closing || c->state == ConnState::lingering) {
+    free_block(block);
+    return SendStatus::closed;
+  }
+  if (over_cap(c, block->size())) {
+    free_block(block);
+    close_slow_consumer(c);
+    return SendStatus::backpressure;
+  }
+  adopt(c, block);
+  return SendStatus::ok;
+}
+
+SendStatus Shard::send_local(ConnectionId id, const char* p, std::size_t n) {
+  Conn* c = table_.find(id, index_);
+  if (c == nullptr && table_.live(id) && table_.owner(id.slot()) == index_) {
+    return send_local(id, core_.make_send_block(Bytes(p, n), false));
+  }
+  if (c == nullptr || c->state == ConnState::closing || c->state == ConnState::lingering) {
+    return SendStatus::closed;
+  }
+  if (over_cap(c, n)) {
+    close_slow_consumer(c);
+    return SendStatus::backpressure;
+  }
+  if (n >= kDirectWriteMin && c->out.empty() && !c->moving && c->registered) {
+    // A large send with nothing queued ahead of it: write it now from the caller's buffer
+    // (bulk echo would otherwise copy every byte into the queue first). Small sends keep
+    // being batched into one sendmsg per pass.
+    const ssize_t w = ::send(c->fd(), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) {
+      counters_.bytes_out.add(static_cast<std::uint64_t>(w));
+      if (static_cast<std::size_t>(w) == n) {
+        counters_.messages_out.add();
+        return SendStatus::ok;
+      }
+      p += w;
+      n -= static_cast<std::size_t>(w);
+    }
+    // EAGAIN, a partial write or an error: queue the rest; flush() reports any error.
+  }
+  append(c, p, n);
+  return SendStatus::ok;
+}
+
+SendStatus Shard::close_local(ConnectionId id, CloseReason reason) {
+  Conn* c = table_.find(id, index_);
+  if (c == nullptr && hold_if_incoming(Command{id.value(), nullptr, 0, CommandKind::close,
+                                               static_cast<std::uint8_t>(reason), 0})) {
+    return SendStatus::ok;
+  }
+  if (c == nullptr || c->state == ConnState::closing || c->state == ConnState::lingering) {
+    return SendStatus::closed;
+  }
+  begin_close(c, reason);
+  return SendStatus::ok;
+}
+
+SendStatus Shard::pause_local(ConnectionId id, bool pause) {
+  Conn* c = table_.find(id, index_);
+  if (c == nullptr && hold_if_incoming(Command{id.value(), nullptr, 0,
+                                               pause ? CommandKind::pause : CommandKind::resume,
+                                               0, 0})) {
+    return SendStatus::ok;
+  }
+  if (c == nullptr) return SendStatus::closed;
+  set_user_pause(c, pause);
+  return SendStatus::ok;
+}
+
+void Shard::broadcast_local(const char* p, std::size_t n) {
+  table_.for_each_hosted(index_, [&](ConnectionId id) { (void)send_local(id, p, n); });
+}
+
+
+}  // namespace esockets::detail
