@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "mini_json.hpp"
+#include "tcp_segments.hpp"
 #include "test_server.hpp"
 
 #ifndef ESOCKETS_FLOOD_PATH
@@ -400,4 +401,61 @@ TEST_F(FloodTest, PipelineLatencyIncludesServerDelay) {
         EXPECT_GE(buckets.front().a.at(1).num(), 2000) << "depth " << depth << ": a reply faster than the server delay";
         EXPECT_LT(r.json["latency_us"]["p50"].num(), 30000) << "depth " << depth << "\n" << r.out;  // not inflated
     }
+}
+
+// A read that brings many pipelined replies refills the pipeline with one send, not one send per reply
+// (which capped the tool at a few hundred thousand messages per second: a syscall per message). A scripted
+// server takes the first 16 requests, answers all 16 in one write and counts the TCP segments the refill
+// arrives in.
+TEST_F(FloodTest, PipelineRefillIsOneSendPerRead) {
+    const int lfd = floodtest::make_listener();
+    ASSERT_GE(lfd, 0);
+    const std::uint16_t port = floodtest::port_of(lfd);
+    std::atomic<long> refill_segments{-1};
+    std::thread server([&] {
+        const int fl = ::fcntl(lfd, F_GETFL);
+        ::fcntl(lfd, F_SETFL, fl & ~O_NONBLOCK);
+        const int fd = ::accept(lfd, nullptr, nullptr);
+        if (fd < 0) return;
+        timeval tv{10, 0};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        auto read_exactly = [&](std::string& buf, std::size_t n) {
+            char tmp[4096];
+            while (buf.size() < n) {
+                const ssize_t r = ::recv(fd, tmp, std::min(sizeof tmp, n - buf.size()), 0);
+                if (r <= 0) return false;
+                buf.append(tmp, static_cast<std::size_t>(r));
+            }
+            return true;
+        };
+        auto segs_in = [&] { return floodtest::tcp_segments_in(fd); };
+        std::string first;
+        if (read_exactly(first, 16 * 64)) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the client is now only waiting
+            const long before = segs_in();
+            if (::send(fd, first.data(), first.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(first.size())) {
+                std::string refill;
+                if (read_exactly(refill, 16 * 64)) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+                    refill_segments = segs_in() - before;
+                }
+            }
+        }
+        // Then plain echo until the tool hangs up.
+        char tmp[65536];
+        for (;;) {
+            const ssize_t r = ::recv(fd, tmp, sizeof tmp, 0);
+            if (r <= 0 || ::send(fd, tmp, static_cast<std::size_t>(r), MSG_NOSIGNAL) != r) break;
+        }
+        ::close(fd);
+    });
+    ToolRun r = flood({"--port", std::to_string(port), "-c", "1", "--threads", "1", "--duration", "1", "--size", "64",
+                       "pipeline", "16"});
+    ::shutdown(lfd, SHUT_RDWR);
+    server.join();
+    ::close(lfd);
+    EXPECT_TRUE(ok_exit(r)) << r.out << r.err;
+    ASSERT_GE(refill_segments.load(), 1) << "the scripted exchange did not complete\n" << r.out << r.err;
+    // One data segment, plus at most an ACK or two; one send per reply would be 16 segments.
+    EXPECT_LE(refill_segments.load(), 4) << "16 replies in one read were answered with that many sends";
 }

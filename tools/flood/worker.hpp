@@ -52,6 +52,7 @@ struct Conn {
     int fd = -1;
     std::uint8_t state = 0;
     bool want_write = false, bad = false, to_flagged = false, shut = false, reply_done = false, in_ready = false;
+    bool flush_due = false;  // replies completed in the current read: refill once after it, not per reply
     std::uint32_t gen = 0;
     std::uint32_t sent_n = 0;  // entries from head fully written
     std::uint32_t tx_off = 0;  // bytes written of entry head+sent_n

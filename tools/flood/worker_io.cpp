@@ -190,7 +190,17 @@ void Worker::do_read(Conn& c, std::uint32_t i, std::size_t limit) {
             ph_[sh_.phase_at(now_)].bytes_in += static_cast<std::uint64_t>(r);
             live.bytes_in.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
             consume(c, i, rbuf_.data(), static_cast<std::size_t>(r));
-            if (c.fd < 0 || c.state != kOpen) return;
+            if (c.fd < 0 || c.state != kOpen) {
+                c.flush_due = false;
+                return;
+            }
+            if (c.flush_due) {
+                // One send for every request the replies in this read made room for (a pipelined read
+                // holds many replies; sending after each one cost a syscall per message).
+                c.flush_due = false;
+                flush(c, i);
+                if (c.fd < 0 || c.state != kOpen) return;
+            }
             continue;
         }
         if (r == 0) {
@@ -308,13 +318,13 @@ void Worker::complete(Conn& c, std::uint32_t i) {
             return;
         }
         fill(c);
-        flush(c, i);
+        c.flush_due = true;
         break;
     case Mode::Slowloris: break;
-    case Mode::Rate: flush(c, i); break;
+    case Mode::Rate: c.flush_due = true; break;
     default:
         fill(c);
-        flush(c, i);
+        c.flush_due = true;
         break;
     }
 }
