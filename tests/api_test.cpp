@@ -202,8 +202,15 @@ TEST_P(Api, StatsCountersMatchTraffic) {
     ASSERT_TRUE(c.send_all(all));
     EXPECT_EQ(c.recv_exact(all.size()), all);
   }
-  ASSERT_TRUE(wait_until([&] { return server.stats().total.bytes_out == bytes; }));
-  Stats st = server.stats();
+  // The shard publishes its counters after sendmsg returns (bytes_out, then output_bytes), so
+  // the client can hold the echo before they move: wait for the settled values in one snapshot
+  // and check everything on that snapshot.
+  Stats st;
+  EXPECT_TRUE(wait_until([&] {
+    st = server.stats();
+    return st.total.bytes_out == bytes && st.total.output_bytes == 0;
+  })) << "bytes_out " << st.total.bytes_out << " of " << bytes << ", output_bytes "
+      << st.total.output_bytes;
   EXPECT_EQ(st.shards.size(), GetParam().shards);
   EXPECT_EQ(st.total.accepts, static_cast<std::uint64_t>(kClients));
   EXPECT_EQ(st.total.connections, static_cast<std::uint64_t>(kClients));

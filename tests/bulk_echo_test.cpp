@@ -101,7 +101,13 @@ TEST(BulkEcho, Echo256MiBThroughWorkersWithChecksums) {
     EXPECT_EQ(received[i], per) << "connection " << i;
     EXPECT_EQ(recv_hash[i], sent_hash[i]) << "connection " << i << ": echoed bytes differ";
   }
-  Stats st = server.stats();
+  // bytes_out is counted after sendmsg returns: the clients may hold the last bytes before the
+  // shard has counted them. Wait for the final totals in one snapshot.
+  Stats st;
+  EXPECT_TRUE(wait_until([&] {
+    st = server.stats();
+    return st.total.bytes_in == per * kConns && st.total.bytes_out == per * kConns;
+  }));
   EXPECT_EQ(st.total.bytes_in, per * kConns);
   EXPECT_EQ(st.total.bytes_out, per * kConns);
   EXPECT_EQ(st.total.closes_by(CloseReason::slow_consumer), 0u);

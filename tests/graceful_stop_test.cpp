@@ -51,6 +51,9 @@ TEST_P(GracefulStop, QueuedOutputIsFlushedThenFin) {
     server.stop();
     stopped = true;
   });
+  // The stopper thread may start late on a loaded machine: wait until stop() is under way,
+  // then give it time in which it must not return (the client reads nothing yet).
+  EXPECT_TRUE(wait_until([&] { return h.shutting_down.load() == 1; }));
   std::this_thread::sleep_for(200ms);
   EXPECT_FALSE(stopped.load()) << "stop() returned before the output was flushed";
   EXPECT_EQ(h.shutting_down.load(), 1);

@@ -1,6 +1,8 @@
 // Stale ids after fd reuse: an old id whose fd now belongs to a new client reaches nobody.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <map>
 #include <mutex>
 
@@ -50,6 +52,13 @@ TEST_P(StaleId, OldIdAfterFdReuseReachesNobody) {
     }
     ASSERT_TRUE(wait_until([&] { return h.disconnects.load() == 1; }));
     ASSERT_TRUE(wait_until([&] { return server.client_count() == 1; }));
+    // The count drops when the connection retires; the fd is closed just after (or, closed by
+    // the server, once the lingering close has seen our FIN). Wait for the number to be free:
+    // a client socket opened before that would take it once it is freed, and the server
+    // could never get it back.
+    const int gone_fd = old_fd;
+    ASSERT_TRUE(wait_until([&] { return ::fcntl(gone_fd, F_GETFD) == -1 && errno == EBADF; }))
+        << "the server never closed fd " << gone_fd;
     // Open connections until one gets the same fd (the kernel hands out the lowest free fd,
     // once the server really closed the old socket).
     std::vector<Client> opened;

@@ -35,7 +35,9 @@ void owner_loop(Wakeup& w, bool eventfd, std::atomic<std::uint64_t>& queue,
     if (eventfd) {
       pollfd p{w.fd(), POLLIN, 0};
       int r = ::poll(&p, 1, 5000);
-      if (r == 0) lost++;
+      // A quiet 5 s is only a lost wakeup if an item was waiting (the test thread may simply
+      // have been descheduled that long on a loaded machine).
+      if (r == 0 && queue.load() > consumed.load()) lost++;
       if (r > 0) w.drain_eventfd();
       w.woke();
     } else {
@@ -55,9 +57,9 @@ void ping_pong(bool eventfd) {
   for (std::uint64_t i = 1; i <= rounds && !stalled; ++i) {
     queue.store(i);  // push, then notify
     w.notify();
-    if (!esockets::test::wait_until([&] { return consumed.load() >= i; }, 5s)) {
+    if (!esockets::test::wait_until([&] { return consumed.load() >= i; }, 30s)) {
       stalled = true;
-      ADD_FAILURE() << "lost wakeup: item " << i << " not consumed within 5 s";
+      ADD_FAILURE() << "lost wakeup: item " << i << " not consumed within 30 s";
     }
   }
   stop = true;
@@ -96,7 +98,7 @@ TEST(Wakeup, ManyProducersNeverLoseAWakeup) {
       });
     }
     for (auto& t : ps) t.join();
-    EXPECT_TRUE(esockets::test::wait_until([&] { return consumed.load() == 4 * per; }, 10s))
+    EXPECT_TRUE(esockets::test::wait_until([&] { return consumed.load() == 4 * per; }, 30s))
         << "eventfd=" << eventfd << ": consumed " << consumed.load() << " of " << 4 * per;
     stop = true;
     w.notify();
@@ -163,7 +165,7 @@ TEST(Wakeup, FutexSleeperIsWokenByLaterNotify) {
   std::this_thread::sleep_for(50ms);
   EXPECT_FALSE(woke.load());
   w.notify();
-  EXPECT_TRUE(esockets::test::wait_until([&] { return woke.load(); }, 5s));
+  EXPECT_TRUE(esockets::test::wait_until([&] { return woke.load(); }, 30s));
   if (!woke.load()) w.notify();
   owner.join();
   EXPECT_EQ(w.kernel_notifies(), 1u);

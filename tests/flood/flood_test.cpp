@@ -21,6 +21,9 @@
 #ifndef ESOCKETS_FLOOD_PATH
 #error "ESOCKETS_FLOOD_PATH must point at the built esockets-flood"
 #endif
+#ifndef ESOCKETS_TEST_SCALE
+#define ESOCKETS_TEST_SCALE 1
+#endif
 
 using floodtest::JParser;
 using floodtest::JValue;
@@ -363,7 +366,11 @@ TEST_F(FloodTest, PipelineLoadDoesNotStarveConnects) {
     EXPECT_EQ(r.json["connections"]["established"].num(), 2000) << r.out;
     ASSERT_EQ(r.json["connections"]["time_to_n_s"].kind, JValue::Num) << r.out;
     EXPECT_GE(r.json["connections"]["time_to_n_s"].num(), 0) << r.out;
-    EXPECT_LT(r.json["connections"]["time_to_n_s"].num(), 0.5) << r.out;
+    // 0.1-0.2 s on a 2-core machine (Release, ASan and TSan alike). The bound leaves room for a
+    // loaded CI machine and sanitizers while staying far below the seconds that starvation costs
+    // (and below the 3 s run, past which the connections would not all be up at all).
+    const double limit = ESOCKETS_TEST_SCALE > 1 ? 2.0 : 1.0;
+    EXPECT_LT(r.json["connections"]["time_to_n_s"].num(), limit) << r.out;
     EXPECT_EQ(errors_total(r), 0);
 }
 
