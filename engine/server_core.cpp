@@ -76,6 +76,9 @@ void validate_options_or_throw(const ServerOptions& o) {
   if (o.command_queue_capacity < 16 || o.command_queue_capacity > 65534) {
     bad_option("command_queue_capacity", "must be between 16 and 65534");
   }
+  if (o.handoff_poll.count() < 0 || o.handoff_poll > std::chrono::seconds(1)) {
+    bad_option("handoff_poll", "must be between 0 and 1 s");
+  }
   if (o.shutdown_timeout.count() < 0) bad_option("shutdown_timeout", "must not be negative");
   if (o.linger_timeout.count() < 0) bad_option("linger_timeout", "must not be negative");
 }
@@ -518,6 +521,7 @@ Stats ServerCore::stats() const {
     const Shard* s = shard_ptr(i);
     const bool active = active_flag_[i].load(std::memory_order_acquire);
     ShardStats x = s->counters().snapshot();
+    x.wakeups = s->kernel_wakeups();
     x.shard = i;
     ShardStats& t = st.total;
     // Retired shards still count toward the totals (their history), not toward the list.
@@ -535,9 +539,11 @@ Stats ServerCore::stats() const {
     t.output_bytes += x.output_bytes;
     t.warnings += x.warnings;
     t.events_per_sec += x.events_per_sec;
+    t.wakeups += x.wakeups;
     for (std::size_t r = 0; r < kCloseReasonCount; ++r) t.closes[r] += x.closes[r];
   }
   st.total.warnings += worker_warnings_.load(std::memory_order_relaxed);
+  for (const auto& w : workers_) st.total.wakeups += w->kernel_wakeups();
   if (!st.shards.empty()) {
     double busy_sum = 0;
     for (const auto& x : st.shards) busy_sum += x.busy_ratio;

@@ -3,6 +3,7 @@
 #include "shard.hpp"
 
 #include <malloc.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <ctime>
 #include <system_error>
 
+#include "clock.hpp"
 #include "server_core.hpp"
 #include "socket_ops.hpp"
 #include "worker.hpp"
@@ -25,14 +27,6 @@ constexpr std::size_t kCommandBatch = 512;
 constexpr std::int64_t kTickMs = 50;
 constexpr std::int64_t kTimeoutSweepMs = 250;
 constexpr unsigned kWarningsPerSecond = 10;
-
-std::int64_t monotonic_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-std::int64_t monotonic_ms() { return monotonic_ns() / 1000000; }
 
 }  // namespace
 
@@ -62,6 +56,9 @@ Shard::Shard(ServerCore& core, std::uint32_t index, int listen_fd)
     drain_wanted_.push_back(std::make_unique<std::atomic<bool>>(false));
   }
   outboxes_.resize(o.workers);
+  if (o.workers > 0) {
+    poll_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(o.handoff_poll).count();
+  }
   rbuf_size_ = o.read_chunk;
   rbuf_.reset(new char[rbuf_size_]);
   cmd_batch_.resize(kCommandBatch);
@@ -160,6 +157,12 @@ void Shard::run() {
   load_window_start_ns_ = monotonic_ns();
   while (true) {
     int timeout = next_timeout_ms();
+    if (timeout != 0 && poll_ns_ > 0 && monotonic_ns() - last_handoff_ns_ < poll_ns_) {
+      // Events went to workers a moment ago: poll for their replies (and the sockets) rather
+      // than sleep and pay a wake-up for each; yield so a worker sharing this core can run.
+      ::sched_yield();
+      timeout = 0;
+    }
     if (timeout != 0) {
       wake_.prepare_sleep();
       if (inbound_pending()) timeout = 0;
@@ -361,6 +364,7 @@ void Shard::service_workers() {
         ob.head += pushed;
         counters_.events_pushed.add(pushed);
         core_.worker(w).notify();
+        if (poll_ns_ > 0) last_handoff_ns_ = monotonic_ns();
       }
       if (ob.empty()) {
         ob.items.clear();

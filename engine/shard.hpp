@@ -79,6 +79,7 @@ class Shard {
   bool post(const Command& c);
   /// Any thread: wake the shard if it sleeps.
   void notify() { wake_.notify(); }
+  std::uint64_t kernel_wakeups() const { return wake_.kernel_notifies(); }
 
   /// Worker w's queue of commands into this shard (worker w is its only producer).
   CommandQueue& from_worker(unsigned w) { return *from_workers_[w]; }
@@ -218,6 +219,8 @@ class Shard {
   // Load telemetry (busy = time not spent in epoll_wait).
   std::int64_t load_window_start_ns_ = 0;
   std::int64_t idle_ns_ = 0;
+  std::int64_t poll_ns_ = 0;          // ServerOptions::handoff_poll, 0 without workers
+  std::int64_t last_handoff_ns_ = 0;  // when events were last pushed to a worker
   std::uint64_t events_in_window_ = 0;
 
   // Moving connections out (rebalance / retire).

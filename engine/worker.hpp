@@ -38,6 +38,7 @@ class Worker {
   void join();
   /// Any thread: wake the worker if it sleeps.
   void notify() { wake_.notify(); }
+  std::uint64_t kernel_wakeups() const { return wake_.kernel_notifies(); }
 
   /// Worker thread: queue a command (pushed in batches, in call order, to the shard that owns
   /// the connection at push time). Backpressure when this worker already holds too many
@@ -70,6 +71,8 @@ class Worker {
   std::vector<Command> pending_;
   std::size_t pending_head_ = 0;
   std::vector<Event> batch_;
+  std::int64_t poll_ns_ = 0;           // ServerOptions::handoff_poll
+  std::int64_t last_progress_ns_ = 0;  // when an event was last handled
   std::int64_t warn_window_ms_ = 0;
   unsigned warn_in_window_ = 0;
 };

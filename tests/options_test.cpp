@@ -43,6 +43,8 @@ TEST(Options, BadOptionsThrowInvalidArgumentNamingTheField) {
        [](ServerOptions& o) { o.output_high_watermark = o.output_hard_cap + 1; }},
       {"worker_queue_capacity", [](ServerOptions& o) { o.worker_queue_capacity = 1; }},
       {"command_queue_capacity", [](ServerOptions& o) { o.command_queue_capacity = 1; }},
+      {"handoff_poll", [](ServerOptions& o) { o.handoff_poll = std::chrono::microseconds(-1); }},
+      {"handoff_poll", [](ServerOptions& o) { o.handoff_poll = std::chrono::seconds(2); }},
       {"shutdown_timeout", [](ServerOptions& o) { o.shutdown_timeout = std::chrono::milliseconds(-1); }},
       {"linger_timeout", [](ServerOptions& o) { o.linger_timeout = std::chrono::milliseconds(-1); }},
   };

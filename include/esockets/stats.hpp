@@ -26,6 +26,10 @@ struct ShardStats {
   std::uint64_t warnings = 0;            ///< warnings raised (including rate-limited ones)
   std::uint64_t events_per_sec = 0;      ///< gauge: epoll events handled in the last second
   double busy_ratio = 0;                 ///< gauge: share of the last second not in epoll_wait
+  /// Times another thread had to wake this shard from epoll_wait (an eventfd write). In the
+  /// total: those plus the wake-ups of sleeping workers (futex); ServerOptions::handoff_poll
+  /// trades CPU for fewer of them.
+  std::uint64_t wakeups = 0;
   unsigned shard = 0;                    ///< the shard's index (ids of its connections carry it)
   std::array<std::uint64_t, kCloseReasonCount> closes{};  ///< indexed by CloseReason
 

@@ -38,6 +38,8 @@ constexpr const char* kUsage =
     "                        0 = never (default 30)\n"
     "  --sndbuf BYTES        SO_SNDBUF of accepted sockets (default 0 = kernel autotuning)\n"
     "  --rcvbuf BYTES        SO_RCVBUF of accepted sockets (default 0 = kernel autotuning)\n"
+    "  --handoff-poll US     with workers: microseconds a worker / shard keeps polling for\n"
+    "                        more work before sleeping, 0 = sleep at once (default 50)\n"
     "  --read-chunk BYTES    per-shard read buffer (default 65536)\n"
     "  --backlog N           listen backlog (default 4096)\n"
     "  --stats-interval SEC  also print stats every SEC seconds (default 0 = only at exit)\n"
@@ -159,6 +161,8 @@ int main(int argc, char** argv) {
       o.socket_send_buffer = parse_number<int>(a, value(), 0, 1 << 30);
     } else if (a == "--rcvbuf") {
       o.socket_receive_buffer = parse_number<int>(a, value(), 0, 1 << 30);
+    } else if (a == "--handoff-poll") {
+      o.handoff_poll = std::chrono::microseconds(parse_number<unsigned>(a, value(), 0, 1000000));
     } else if (a == "--read-chunk") {
       o.read_chunk = parse_number<std::size_t>(a, value(), 512, 16u << 20);
     } else if (a == "--backlog") {

@@ -36,6 +36,8 @@ void print_stats(std::FILE* out, const Stats& st) {
   std::fprintf(out, "  imbalance conns=%.2f accepts=%.2f events=%.2f busy=%.2f\n",
                st.imbalance.connections, st.imbalance.accepts, st.imbalance.events_per_sec,
                st.imbalance.busy_ratio);
+  std::fprintf(out, "wakeups: %" PRIu64 " (shards and workers woken by another thread)\n",
+               st.total.wakeups);
   std::fflush(out);
 }
 
