@@ -157,11 +157,16 @@ void Shard::run() {
   load_window_start_ns_ = monotonic_ns();
   while (true) {
     int timeout = next_timeout_ms();
-    if (timeout != 0 && poll_ns_ > 0 && monotonic_ns() - last_handoff_ns_ < poll_ns_) {
-      // Events went to workers a moment ago: poll for their replies (and the sockets) rather
-      // than sleep and pay a wake-up for each; yield so a worker sharing this core can run.
-      ::sched_yield();
-      timeout = 0;
+    std::int64_t poll_start = 0;  // set when this pass is a poll that found nothing queued
+    if (timeout != 0 && poll_ns_ > 0) {
+      const std::int64_t now = monotonic_ns();
+      if (now - last_handoff_ns_ < poll_ns_) {
+        // Events went to workers a moment ago: poll for their replies (and the sockets) rather
+        // than sleep and pay a wake-up for each; yield so a worker sharing this core can run.
+        ::sched_yield();
+        timeout = 0;
+        if (!inbound_pending()) poll_start = now;
+      }
     }
     if (timeout != 0) {
       wake_.prepare_sleep();
@@ -186,6 +191,11 @@ void Shard::run() {
     flush_dirty();
     service_workers();
     free_graveyard();
+    if (poll_start != 0 && n == 0) {
+      // A poll that found nothing counts as idle, like the epoll_wait it stands in for (the
+      // busy ratio steers least_loaded placement).
+      idle_ns_ += monotonic_ns() - poll_start - (after - before);
+    }
     if (phase_ == Phase::done || (move_ == Move::finishing && move_req_ && move_req_->retire &&
                                   counters_.connections.get() == 0 && timed_.empty())) {
       bool pending = false;

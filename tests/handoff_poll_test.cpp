@@ -55,5 +55,25 @@ TEST(HandoffPoll, APollWindowLongerThanTheGapsAvoidsTheWakeups) {
   EXPECT_LE(n, 2u) << n << " wake-ups";
 }
 
+TEST(HandoffPoll, PollingIsNotCountedAsBusy) {
+  // A message every 200 ms keeps the shard polling (1 s window) for the whole 2.6 s; the
+  // busy ratio must still say the shard is nearly idle, or least_loaded placement would
+  // steer clients away from a shard that only waits.
+  CountingHandler h;
+  ServerOptions o = loopback_options(1, 1);
+  o.handoff_poll = 1s;
+  Server server(h, o);
+  server.start();
+  Client c(server.port());
+  for (int i = 0; i < 13; ++i) {
+    ASSERT_TRUE(c.send_all("ping"));
+    ASSERT_EQ(c.recv_exact(4), "ping");
+    std::this_thread::sleep_for(200ms);
+  }
+  const double busy = server.stats().shards.at(0).busy_ratio;
+  EXPECT_LT(busy, 0.5) << "a shard that polls for replies reported itself busy";
+  server.stop();
+}
+
 }  // namespace
 }  // namespace esockets::test
