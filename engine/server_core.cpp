@@ -130,7 +130,7 @@ void ServerCore::start() {
   try {
     std::uint16_t port = opts_.port;
     for (unsigned i = 0; i < opts_.shards; ++i) {
-      fds.push_back(create_listener_or_throw(opts_.host, port, opts_.backlog));
+      fds.push_back(create_listener_or_throw(opts_.host, port, opts_.backlog, accepted_options()));
       if (i == 0) port = bound_port(fds[0]);
     }
     port_ = port;
@@ -237,7 +237,7 @@ void ServerCore::set_shards(unsigned n) {
     throw std::logic_error("esockets: set_shards() called while the server is stopping or stopped");
   }
   while (active_.size() < n) {
-    int fd = create_listener_or_throw(opts_.host, port_, opts_.backlog);
+    int fd = create_listener_or_throw(opts_.host, port_, opts_.backlog, accepted_options());
     Shard* s = add_shard_locked(fd);
     s->start();
   }

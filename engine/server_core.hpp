@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "connection_table.hpp"
+#include "socket_ops.hpp"
 #include "esockets/handler.hpp"
 #include "esockets/options.hpp"
 #include "esockets/stats.hpp"
@@ -50,6 +51,9 @@ class ServerCore {
   bool running() const { return state_.load(std::memory_order_acquire) == State::running; }
   std::uint16_t port() const { return port_; }
   const ServerOptions& options() const { return opts_; }
+  AcceptedSocketOptions accepted_options() const {
+    return {opts_.tcp_nodelay, opts_.socket_send_buffer, opts_.socket_receive_buffer};
+  }
 
   void set_shards(unsigned n);
   unsigned shards() const;

@@ -76,14 +76,7 @@ void Shard::accept_ready() {
 
 void Shard::setup_accepted(int fd, const PeerAddress& peer) {
   const bool inline_mode = outboxes_.empty();
-  const auto& o = core_.options();
-  if (o.tcp_nodelay) set_nodelay(fd);
-  if (o.socket_send_buffer > 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &o.socket_send_buffer, sizeof(int));
-  }
-  if (o.socket_receive_buffer > 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o.socket_receive_buffer, sizeof(int));
-  }
+  // TCP_NODELAY and the buffer sizes came with the socket: they are set on the listener.
   Conn* c = new Conn;
   c->pub.core_ = &core_;
   c->pub.fd_ = fd;

@@ -49,7 +49,8 @@ bool is_numeric_host(const std::string& host) {
   return inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1;
 }
 
-int create_listener_or_throw(const std::string& host, std::uint16_t port, int backlog) {
+int create_listener_or_throw(const std::string& host, std::uint16_t port, int backlog,
+                             const AcceptedSocketOptions& accepted) {
   sockaddr_storage ss{};
   socklen_t len = 0;
   auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
@@ -79,6 +80,14 @@ int create_listener_or_throw(const std::string& host, std::uint16_t port, int ba
     int err = errno;
     ::close(fd);
     throw_bind_error(err, "bind", host, port, bind_advice(err));
+  }
+  // Inherited by every accepted socket (see AcceptedSocketOptions).
+  if (accepted.nodelay) set_nodelay(fd);
+  if (accepted.send_buffer > 0) {
+    (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &accepted.send_buffer, sizeof(int));
+  }
+  if (accepted.receive_buffer > 0) {
+    (void)::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &accepted.receive_buffer, sizeof(int));
   }
   if (::listen(fd, backlog) != 0) {
     int err = errno;

@@ -11,9 +11,20 @@
 
 namespace esockets::detail {
 
+// Options every accepted socket should carry. Linux copies TCP_NODELAY, SO_SNDBUF and SO_RCVBUF
+// from the listener into each connection it accepts, so they are set once on the listener (before
+// listen(), which is also when a receive buffer must be known to pick the window scale) instead
+// of with a syscall per accept.
+struct AcceptedSocketOptions {
+  bool nodelay = true;
+  int send_buffer = 0;     // 0 = kernel autotuning
+  int receive_buffer = 0;  // 0 = kernel autotuning
+};
+
 // Creates a non-blocking SO_REUSEPORT listener bound to host:port and listening.
 // Throws std::system_error whose message names host:port and what to change.
-int create_listener_or_throw(const std::string& host, std::uint16_t port, int backlog);
+int create_listener_or_throw(const std::string& host, std::uint16_t port, int backlog,
+                             const AcceptedSocketOptions& accepted);
 
 // The port a bound socket ended up on.
 std::uint16_t bound_port(int fd);

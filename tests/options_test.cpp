@@ -7,7 +7,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <array>
 #include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <vector>
 #include <stdexcept>
 #include <system_error>
 
@@ -125,6 +133,63 @@ TEST(Options, PortIsReportedAndTwoServersGetDifferentPorts) {
   ASSERT_TRUE(ca.send_all("a"));
   EXPECT_EQ(ca.recv_exact(1), "a");
   EXPECT_EQ(h2.connects.load(), 0);
+}
+
+}  // namespace
+}  // namespace esockets::test
+
+namespace esockets::test {
+namespace {
+
+// Reads the options each accepted socket ended up with.
+class SockoptHandler : public CountingHandler {
+ public:
+  std::mutex mu;
+  std::vector<std::array<int, 3>> seen;  // {TCP_NODELAY, SO_SNDBUF, SO_RCVBUF}
+  bool on_client_connect(Connection& c) override {
+    std::array<int, 3> v{};
+    socklen_t len = sizeof(int);
+    ::getsockopt(c.fileno(), IPPROTO_TCP, TCP_NODELAY, &v[0], &len);
+    len = sizeof(int);
+    ::getsockopt(c.fileno(), SOL_SOCKET, SO_SNDBUF, &v[1], &len);
+    len = sizeof(int);
+    ::getsockopt(c.fileno(), SOL_SOCKET, SO_RCVBUF, &v[2], &len);
+    {
+      std::lock_guard lk(mu);
+      seen.push_back(v);
+    }
+    return CountingHandler::on_client_connect(c);
+  }
+};
+
+// tcp_nodelay and the socket buffer sizes reach every accepted socket, on every shard,
+// including shards added while serving (the options are set on each listener and inherited).
+TEST(Options, AcceptedSocketsCarryNodelayAndBufferSizes) {
+  for (bool nodelay : {true, false}) {
+    SockoptHandler h;
+    ServerOptions o = loopback_options(2, 0);
+    o.tcp_nodelay = nodelay;
+    o.socket_send_buffer = 100000;
+    o.socket_receive_buffer = 120000;
+    Server server(h, o);
+    server.start();
+    server.set_shards(3);
+    std::vector<std::unique_ptr<Client>> clients;
+    for (int i = 0; i < 24; ++i) clients.push_back(std::make_unique<Client>(server.port()));
+    ASSERT_TRUE(wait_until([&] { return h.connects.load() == 24; }));
+    std::lock_guard lk(h.mu);
+    for (const auto& v : h.seen) {
+      EXPECT_EQ(v[0] != 0, nodelay);
+      EXPECT_EQ(v[1], 2 * 100000) << "SO_SNDBUF (the kernel reports twice the value set)";
+      EXPECT_EQ(v[2], 2 * 120000) << "SO_RCVBUF";
+    }
+    std::set<unsigned> shards;
+    for (const auto& s : server.stats().shards) {
+      if (s.accepts > 0) shards.insert(s.shard);
+    }
+    EXPECT_GE(shards.size(), 2u) << "the clients should have reached more than one listener";
+    server.stop();
+  }
 }
 
 }  // namespace
