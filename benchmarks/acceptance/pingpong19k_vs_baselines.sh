@@ -3,7 +3,7 @@
 # 19,000 connections each ping-ponging 64 B: esockets inline (2 shards) vs Asio and libuv (2 threads).
 B=${BUILD_DIR:-build/release}
 declare -A srv=( [esockets]="$B/tools/esockets-echo --port 0 --shards 2" [asio]="$B/benchmarks/asio_echo --port 0 --threads 2" [uv]="$B/benchmarks/uv_echo --port 0 --threads 2" )
-for rep in 1 2; do for name in esockets asio uv; do
+for rep in $(seq 1 "${REPS:-2}"); do for name in esockets asio uv; do
   out=$(mktemp)
   ${srv[$name]} > $out 2>&1 &
   pid=$!; sleep 0.5
