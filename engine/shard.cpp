@@ -162,10 +162,13 @@ void Shard::run() {
       const std::int64_t now = monotonic_ns();
       if (now - last_handoff_ns_ < poll_ns_) {
         // Events went to workers a moment ago: poll for their replies (and the sockets) rather
-        // than sleep and pay a wake-up for each; yield so a worker sharing this core can run.
-        ::sched_yield();
+        // than sleep and pay a wake-up for each. When nothing is queued yet, yield so a worker
+        // sharing this core can run.
         timeout = 0;
-        if (!inbound_pending()) poll_start = now;
+        if (!inbound_pending()) {
+          ::sched_yield();
+          poll_start = now;
+        }
       }
     }
     if (timeout != 0) {
