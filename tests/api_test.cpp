@@ -13,13 +13,6 @@
 namespace esockets::test {
 namespace {
 
-struct Mode {
-  unsigned shards, workers;
-};
-std::string mode_name(const ::testing::TestParamInfo<Mode>& i) {
-  return "shards" + std::to_string(i.param.shards) + "_workers" + std::to_string(i.param.workers);
-}
-
 // Records ids by the client's address; echoes framed messages; "pause" pauses reading and
 // answers "paused"; on_output_low resumes reading.
 class IdHandler : public CountingHandler {

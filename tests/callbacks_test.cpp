@@ -11,13 +11,6 @@
 namespace esockets::test {
 namespace {
 
-struct Mode {
-  unsigned shards, workers;
-};
-std::string mode_name(const ::testing::TestParamInfo<Mode>& i) {
-  return "shards" + std::to_string(i.param.shards) + "_workers" + std::to_string(i.param.workers);
-}
-
 class Recorder : public Handler {
  public:
   std::atomic<int> seq{0};

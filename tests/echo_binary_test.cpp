@@ -149,15 +149,10 @@ TEST(EchoBinary, SigintAlsoStopsCleanly) {
 }
 
 TEST(EchoBinary, BindFailureExits1) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(fd, 4), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  const std::string port = std::to_string(ntohs(a.sin_port));
+  std::uint16_t bound = 0;
+  const int fd = occupy_loopback_port(bound);
+  ASSERT_GE(fd, 0);
+  const std::string port = std::to_string(bound);
   Proc p({"--port", port});
   EXPECT_EQ(p.wait_exit(20s), 1) << p.out_text << p.err_text;
   EXPECT_NE(p.err_text.find(port), std::string::npos) << p.err_text;

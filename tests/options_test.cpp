@@ -84,16 +84,9 @@ TEST(Options, GoodEdgeOptionsAreAccepted) {
 }
 
 TEST(Options, BindingATakenPortThrowsSystemErrorWithHostPort) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  std::uint16_t port = 0;
+  const int fd = occupy_loopback_port(port);
   ASSERT_GE(fd, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(fd, 16), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  const std::uint16_t port = ntohs(a.sin_port);
   CountingHandler h;
   ServerOptions o = loopback_options(2, 1);
   o.port = port;

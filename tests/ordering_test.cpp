@@ -64,10 +64,6 @@ class SeqHandler : public Handler {
   void leave(PerConn* p) { p->in_flight.store(0); }
 };
 
-struct Mode {
-  unsigned shards, workers;
-};
-
 class Ordering : public ::testing::TestWithParam<Mode> {};
 
 TEST_P(Ordering, PerConnectionOrderAndNoOverlap) {
@@ -121,10 +117,7 @@ TEST_P(Ordering, PerConnectionOrderAndNoOverlap) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, Ordering, ::testing::Values(Mode{2, 4}, Mode{2, 0}, Mode{1, 1}),
-                         [](const auto& i) {
-                           return "shards" + std::to_string(i.param.shards) + "_workers" +
-                                  std::to_string(i.param.workers);
-                         });
+                         mode_name);
 
 }  // namespace
 }  // namespace esockets::test

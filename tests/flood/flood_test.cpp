@@ -437,15 +437,13 @@ TEST_F(FloodTest, PipelineRefillIsOneSendPerRead) {
         };
         auto segs_in = [&] { return floodtest::tcp_segments_in(fd); };
         std::string first;
+        // All 16 requests are in: the client's pipeline is full and it sends nothing until replies come.
         if (read_exactly(first, 16 * 64)) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the client is now only waiting
             const long before = segs_in();
             if (::send(fd, first.data(), first.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(first.size())) {
                 std::string refill;
-                if (read_exactly(refill, 16 * 64)) {
-                    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-                    refill_segments = segs_in() - before;
-                }
+                // Every byte of the refill has arrived, so has every segment that carried it.
+                if (read_exactly(refill, 16 * 64)) refill_segments = segs_in() - before;
             }
         }
         // Then plain echo until the tool hangs up.

@@ -530,7 +530,8 @@ TEST(Fairness, FirehoseDoesNotStarvePingers) {
         fh_bytes += static_cast<std::uint64_t>(r);
       }
     });
-    std::this_thread::sleep_for(ms(200));
+    // Ping only once the firehose is flowing (its echo is coming back).
+    wait_until([&] { return fh_bytes.load() >= (1u << 20) || fh_failed.load(); }, ms(5000));
     Dist loaded = ping_run(srv.port(), pingers, ms(300), ms(1500));
     run = false;
     ::shutdown(fh, SHUT_RDWR);

@@ -119,11 +119,15 @@ static sockaddr_in server_addr(std::uint16_t port) {
   return a;
 }
 
-int connect_blocking(std::uint16_t port, const char* src) {
+namespace {
+// A TCP_NODELAY socket connected (or, non-blocking, connecting) to port; -1 with errno set.
+int connect_to(std::uint16_t port, const char* src, bool blocking) {
   int fd = make_socket(src);
   if (fd < 0) return -1;
+  if (!blocking) set_blocking(fd, false);
   sockaddr_in a = server_addr(port);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 &&
+      (blocking || errno != EINPROGRESS)) {
     int e = errno;
     ::close(fd);
     errno = e;
@@ -132,20 +136,12 @@ int connect_blocking(std::uint16_t port, const char* src) {
   set_nodelay(fd);
   return fd;
 }
+}  // namespace
+
+int connect_blocking(std::uint16_t port, const char* src) { return connect_to(port, src, true); }
 
 int connect_nonblocking(std::uint16_t port, const char* src) {
-  int fd = make_socket(src);
-  if (fd < 0) return -1;
-  set_blocking(fd, false);
-  sockaddr_in a = server_addr(port);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno != EINPROGRESS) {
-    int e = errno;
-    ::close(fd);
-    errno = e;
-    return -1;
-  }
-  set_nodelay(fd);
-  return fd;
+  return connect_to(port, src, false);
 }
 
 std::vector<int> open_many(std::uint16_t port, int n, ms deadline, int spread) {

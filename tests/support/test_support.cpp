@@ -366,6 +366,26 @@ std::vector<Client> connect_many(std::uint16_t port, std::size_t n, bool spread_
   return out;
 }
 
+std::string mode_name(const ::testing::TestParamInfo<Mode>& i) {
+  return "shards" + std::to_string(i.param.shards) + "_workers" + std::to_string(i.param.workers);
+}
+
+int occupy_loopback_port(std::uint16_t& port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 16) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  port = ntohs(a.sin_port);
+  return fd;
+}
+
 ServerOptions loopback_options(unsigned shards, unsigned workers) {
   ServerOptions o;
   o.host = "127.0.0.1";

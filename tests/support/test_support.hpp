@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "esockets/esockets.hpp"
 
 #ifndef ESOCKETS_TEST_SCALE
@@ -132,6 +134,15 @@ class CountingHandler : public Handler {
 
 /// Builds options for a loopback server on an ephemeral port.
 ServerOptions loopback_options(unsigned shards = 1, unsigned workers = 0);
+
+/// A shards × workers configuration for parameterised tests, and its test-name suffix.
+struct Mode {
+  unsigned shards, workers;
+};
+std::string mode_name(const ::testing::TestParamInfo<Mode>& i);
+
+/// A listening loopback socket on an ephemeral port (for bind-failure tests); the fd or -1.
+int occupy_loopback_port(std::uint16_t& port);
 
 /// Reads a file descriptor count of this process (for leak checks).
 std::size_t open_fd_count();
