@@ -28,6 +28,7 @@ const char* to_string(SendStatus status) noexcept {
     case SendStatus::ok: return "ok";
     case SendStatus::closed: return "closed";
     case SendStatus::backpressure: return "backpressure";
+    case SendStatus::slow_consumer: return "slow_consumer";
   }
   return "unknown";
 }

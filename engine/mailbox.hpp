@@ -123,6 +123,12 @@ class MpscRing {
     ++head_;
     return true;
   }
+  /// Any thread: true when at least k more pushes would fit now (an estimate under races).
+  bool has_room(std::size_t k) const {
+    const std::size_t pos = tail_.load(std::memory_order_acquire) + k;
+    return cells_[pos & mask_].seq.load(std::memory_order_acquire) == pos;
+  }
+  std::size_t capacity() const { return mask_ + 1; }
   /// Consumer only.
   bool empty() const {
     return cells_[head_ & mask_].seq.load(std::memory_order_acquire) != head_ + 1;

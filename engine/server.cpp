@@ -14,6 +14,7 @@ Server::~Server() {
 
 void Server::start() { core_->start(); }
 void Server::stop() { core_->stop(); }
+void Server::request_stop() noexcept { core_->request_stop(); }
 void Server::wait() { core_->wait(); }
 bool Server::running() const { return core_->running(); }
 std::uint16_t Server::port() const { return core_->port(); }
@@ -25,6 +26,16 @@ SendStatus Server::send_frame(ConnectionId id, Bytes message) {
 }
 SendStatus Server::close(ConnectionId id) { return core_->close(id, CloseReason::closed_by_server); }
 std::size_t Server::broadcast(Bytes bytes) { return core_->broadcast(bytes); }
+MulticastResult Server::multicast(std::span<const ConnectionId> ids, Bytes bytes) {
+  return core_->multicast(ids, bytes, false);
+}
+MulticastResult Server::multicast_frame(std::span<const ConnectionId> ids, Bytes message) {
+  return core_->multicast(ids, message, true);
+}
+bool Server::wait_writable(ConnectionId id, std::chrono::milliseconds timeout) {
+  return core_->wait_writable(id, timeout);
+}
+bool Server::connected(ConnectionId id) const { return core_->connected(id); }
 void Server::set_shards(unsigned n) { core_->set_shards(n); }
 unsigned Server::shards() const { return core_->shards(); }
 void Server::rebalance() { core_->rebalance(); }

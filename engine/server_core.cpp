@@ -1,8 +1,12 @@
 #include "server_core.hpp"
 
+#include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <system_error>
+#include <fcntl.h>
 #include <stdexcept>
 #include <string>
 
@@ -90,9 +94,34 @@ ServerCore::ServerCore(Server& server, Handler& handler, ServerOptions options)
       framer_(FramerConfig{opts_.framing, opts_.line_delimiter, opts_.length_prefix_bytes,
                            opts_.max_frame}) {
   validate_options_or_throw(opts_);
+  stop_efd_ = ::eventfd(0, EFD_CLOEXEC);
+  if (stop_efd_ < 0) throw std::system_error(errno, std::generic_category(), "esockets: eventfd");
 }
 
-ServerCore::~ServerCore() { stop(); }
+ServerCore::~ServerCore() {
+  stop();
+  ::close(stop_efd_);
+}
+
+void ServerCore::request_stop() noexcept {
+  // Only write(2): async-signal-safe. Before start() the control thread does not exist and
+  // start() discards the request.
+  const std::uint64_t one = 1;
+  ssize_t r;
+  do {
+    r = ::write(stop_efd_, &one, sizeof one);
+  } while (r < 0 && errno == EINTR);
+}
+
+void ServerCore::control_loop() {
+  // Calls made here (on_server_shutting_down runs on this thread) count as engine calls, so a
+  // stop() from them only requests, never joins this thread.
+  tls_context = ThreadContext{this, -1, -1};
+  std::uint64_t v = 0;
+  while (::read(stop_efd_, &v, sizeof v) < 0 && errno == EINTR) {
+  }
+  do_stop();
+}
 
 Shard* ServerCore::add_shard_locked(int listen_fd) {
   const unsigned idx = shard_bound_.load(std::memory_order_relaxed);
@@ -155,12 +184,35 @@ void ServerCore::start() {
     throw;
   }
   handler_.on_start(server_);
+  {
+    // A request_stop() made before start() has nothing to stop: discard it.
+    std::uint64_t v = 0;
+    const int fl = ::fcntl(stop_efd_, F_GETFL);
+    ::fcntl(stop_efd_, F_SETFL, fl | O_NONBLOCK);
+    (void)::read(stop_efd_, &v, sizeof v);
+    ::fcntl(stop_efd_, F_SETFL, fl);
+  }
   state_.store(State::running, std::memory_order_release);
   for (auto& w : workers_) w->start();
   for (auto& s : owned_) s->start();
+  control_ = std::thread([this] { control_loop(); });
 }
 
 void ServerCore::stop() {
+  if (tls_context.core == this) {
+    // An engine thread (or the control thread) cannot wait for the engine threads: start the
+    // stop and return; wait() and ~Server wait for it.
+    request_stop();
+    return;
+  }
+  do_stop();
+  if (control_.joinable()) {
+    request_stop();  // the control thread finds the server stopped and leaves
+    control_.join();
+  }
+}
+
+void ServerCore::do_stop() {
   {
     std::unique_lock lk(life_mu_);
     State st = state_.load();
@@ -501,6 +553,33 @@ std::size_t ServerCore::broadcast(Bytes bytes) {
     if (ok) ++accepted;
   }
   return accepted;
+}
+
+MulticastResult ServerCore::multicast(std::span<const ConnectionId> ids, Bytes bytes, bool framed) {
+  // Interim: one send per recipient (replaced by the shared-payload path).
+  MulticastResult r;
+  for (ConnectionId id : ids) {
+    switch (send(id, bytes, framed)) {
+      case SendStatus::ok: ++r.ok; break;
+      case SendStatus::closed: ++r.closed; break;
+      case SendStatus::backpressure: ++r.backpressure; break;
+      case SendStatus::slow_consumer: ++r.slow_consumer; break;
+    }
+  }
+  return r;
+}
+
+bool ServerCore::wait_writable(ConnectionId id, std::chrono::milliseconds timeout) {
+  if (tls_context.core == this) return false;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (!connected(id)) return false;
+    const std::uint32_t owner = table_->owner(id.slot());
+    Shard* s = owner < shard_bound() ? shard_ptr(owner) : nullptr;
+    if (s != nullptr && s->has_room()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
 }
 
 std::size_t ServerCore::client_count() const {

@@ -7,11 +7,14 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
+#include <thread>
 #include <vector>
 
 #include "connection_table.hpp"
@@ -46,7 +49,10 @@ class ServerCore {
   ~ServerCore();
 
   void start();
+  /// Non-engine thread: the whole graceful stop. Engine thread: request_stop().
   void stop();
+  /// Any thread, async-signal-safe: wakes the control thread, which runs the stop.
+  void request_stop() noexcept;
   void wait();
   bool running() const { return state_.load(std::memory_order_acquire) == State::running; }
   std::uint16_t port() const { return port_; }
@@ -63,6 +69,9 @@ class ServerCore {
   SendStatus close(ConnectionId id, CloseReason reason);
   SendStatus set_paused(ConnectionId id, bool pause);
   std::size_t broadcast(Bytes bytes);
+  MulticastResult multicast(std::span<const ConnectionId> ids, Bytes bytes, bool framed);
+  bool wait_writable(ConnectionId id, std::chrono::milliseconds timeout);
+  bool connected(ConnectionId id) const { return table_ != nullptr && table_->live(id); }
   std::size_t client_count() const;
   void for_each_client(const std::function<void(ConnectionId)>& fn) const;
   Stats stats() const;
@@ -103,6 +112,8 @@ class ServerCore {
 
  private:
   enum class State : std::uint8_t { idle, running, stopping, stopped };
+  void do_stop();
+  void control_loop();
   SendStatus post_foreign(const Command& cmd);
   SendStatus route_command(const Command& cmd);
   Shard* add_shard_locked(int listen_fd);
@@ -142,6 +153,8 @@ class ServerCore {
   bool steering_ok_ = true;
 
   std::atomic<State> state_{State::idle};
+  int stop_efd_ = -1;     // request_stop() writes it; the control thread reads it
+  std::thread control_;   // runs a requested stop (from a signal handler or a handler)
   std::mutex resize_mu_;  // serialises start/stop/set_shards/rebalance
   std::mutex life_mu_;
   std::condition_variable life_cv_;

@@ -77,6 +77,8 @@ class Shard {
 
   /// Any thread: queue a command from a thread that is not a worker; false if the inbox is full.
   bool post(const Command& c);
+  /// Any thread: true while the inbox has room for a good share of its capacity.
+  bool has_room() const { return inbox_.has_room(inbox_.capacity() / 4); }
   /// Any thread: wake the shard if it sleeps.
   void notify() { wake_.notify(); }
   std::uint64_t kernel_wakeups() const { return wake_.kernel_notifies(); }

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstddef>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 
 #include "esockets/handler.hpp"
 #include "esockets/options.hpp"
@@ -36,8 +38,13 @@ class Server {
   /// Graceful stop: on_server_shutting_down, stop accepting, let workers finish queued events,
   /// flush accepted output (up to shutdown_timeout), one on_client_disconnect(shutdown) per
   /// connection, then on_server_shut_down. No callback runs after it returns. Idempotent.
-  /// Must not be called from a handler (it waits for the threads that run them).
+  /// From an engine thread (a handler) it only starts the stop, as request_stop(), and returns
+  /// at once; wait() or ~Server wait for the end.
   void stop();
+  /// Starts a graceful stop and returns at once. Async-signal-safe (one write to an eventfd):
+  /// the way to stop from a SIGINT/SIGTERM handler. The server's control thread runs the stop;
+  /// wait() returns when it is done. No effect before start() or after the stop.
+  void request_stop() noexcept;
   /// Blocks until the server has stopped (stop() called from elsewhere). Returns at once if
   /// the server is not running.
   void wait();
@@ -48,27 +55,52 @@ class Server {
   std::uint16_t port() const;
   const ServerOptions& options() const;
 
-  /// Queues bytes for a connection. Ok: they will leave after every earlier send made from
-  /// this thread to it. Closed: the connection is gone (stale ids never reach anyone).
-  /// Backpressure: a queue into the shard is full, or the bytes would pass output_hard_cap
-  /// (the connection is then closed as slow_consumer). Never blocks.
+  /// Queues bytes for a connection. Never blocks.
+  /// ok: applied exactly once, after every earlier call from this thread to this connection,
+  ///   whatever happens meanwhile (the connection moves to another shard, queues fill, the
+  ///   server stops); only the end of the connection drops it, and on_client_disconnect says why.
+  /// closed: the connection is gone (stale ids never reach anyone).
+  /// backpressure: would block: the queue into the connection's shard is full; nothing was
+  ///   done and the connection is fine. Only threads that are not engine threads see it:
+  ///   handlers on shard threads and workers queue past a full queue (and stop reading the
+  ///   clients whose messages produce the overflow). Retry after wait_writable().
+  /// slow_consumer: the bytes would pass output_hard_cap (or the shard's share of
+  ///   output_total_cap): the connection is closed as slow_consumer, its queued output dropped.
+  ///   A send from another thread that passes the cap when its shard applies it returns ok and
+  ///   the connection closes the same way.
   SendStatus send(ConnectionId id, Bytes bytes);
   /// As send(), framing the message with the server's framing (delimiter / length header).
   SendStatus send_frame(ConnectionId id, Bytes message);
   /// Closes the connection once its queued output is flushed.
   SendStatus close(ConnectionId id);
-  /// Queues bytes for every connection open now; returns how many shards accepted it
-  /// (a shard whose command queue is full is skipped and counted in warnings).
+  /// Queues bytes for every connection open now (a multicast to a snapshot of the live ids);
+  /// returns how many connections it was queued for. Recipients whose shard queue is full are
+  /// skipped (counted in stats().total.send_backpressure).
   std::size_t broadcast(Bytes bytes);
+  /// Sends one payload to many connections: the bytes are copied once into a reference-counted
+  /// buffer shared by every recipient's output queue, and one command per shard carries the
+  /// ids it hosts. Each recipient's outcome is as for send(), in order with this thread's other
+  /// calls to that connection.
+  MulticastResult multicast(std::span<const ConnectionId> ids, Bytes bytes);
+  /// As multicast(), framing the message with the server's framing.
+  MulticastResult multicast_frame(std::span<const ConnectionId> ids, Bytes message);
+  /// For threads that are not engine threads, after a send returned backpressure: blocks until
+  /// the queue into the shard hosting `id` has room again (true), or the connection is gone or
+  /// `timeout` passed (false). From an engine thread it returns false at once.
+  bool wait_writable(ConnectionId id, std::chrono::milliseconds timeout);
+  /// True while `id` names an open connection.
+  bool connected(ConnectionId id) const;
 
   /// Changes the number of shards, before start() or while serving, and returns when done:
   /// new shards accept at once; a retiring shard (the newest) first stops receiving new
   /// connections, then hands every live connection, with its buffered input, queued output
   /// and framing state, to the remaining shards, and its thread ends. No connection is reset,
   /// nothing is lost or reordered, handlers see no extra callbacks, and ConnectionIds keep
-  /// working. Calls are serialised with each other and with stop(). Throws
-  /// std::invalid_argument for n outside 1..254, std::logic_error if the server is stopping
-  /// or if called from a handler (it waits for engine threads).
+  /// working. A retired shard releases its threads, fds, buffers and command queues; there is
+  /// no limit on how many shards a server creates over its life. Calls are serialised with
+  /// each other and with stop(). Throws std::invalid_argument for n outside 1..254,
+  /// std::logic_error if the server is stopping or if called from a handler (it waits for
+  /// engine threads).
   void set_shards(unsigned n);
   /// The number of live shards (options().shards before start()).
   unsigned shards() const;

@@ -30,6 +30,11 @@ struct ShardStats {
   /// total: those plus the wake-ups of sleeping workers (futex); ServerOptions::handoff_poll
   /// trades CPU for fewer of them.
   std::uint64_t wakeups = 0;
+  /// Calls into this shard refused with SendStatus::backpressure (a full command queue).
+  std::uint64_t send_backpressure = 0;
+  /// Gauge: commands this shard's handlers sent to other shards that wait for room in the
+  /// target's queue (inline mode); the clients producing them are paused while it is high.
+  std::uint64_t overflow = 0;
   unsigned shard = 0;                    ///< the shard's index (ids of its connections carry it)
   std::array<std::uint64_t, kCloseReasonCount> closes{};  ///< indexed by CloseReason
 

@@ -29,6 +29,8 @@ class ConnectionId {
     return id;
   }
   constexpr std::uint64_t value() const { return v_; }
+  /// The shard that accepted the connection (its birth shard). The connection may since have
+  /// been handed to another shard (set_shards, rebalance); the id keeps reaching it.
   constexpr std::uint32_t shard() const { return static_cast<std::uint32_t>(v_ >> 56); }
   constexpr std::uint32_t slot() const {
     return static_cast<std::uint32_t>((v_ >> 32) & 0xffffffu);
@@ -64,13 +66,27 @@ const char* to_string(CloseReason reason) noexcept;
 
 /// Result of every send/close entry point. Nothing blocks.
 enum class SendStatus : std::uint8_t {
-  ok,            ///< accepted; the bytes will leave in call order (or the close will happen)
-  closed,        ///< the connection is gone (or the id is stale); nothing was done
-  backpressure,  ///< a bound was hit (command queue full, or output past the hard cap); see docs
+  ok,             ///< accepted: applied exactly once, after every earlier call from this thread
+                  ///< to the same connection (or the connection ends and on_client_disconnect
+                  ///< says why)
+  closed,         ///< the connection is gone (or the id is stale); nothing was done
+  backpressure,   ///< would block: the queue into the connection's shard is full; nothing was
+                  ///< done, the connection is fine; retry later (Server::wait_writable)
+  slow_consumer,  ///< the bytes would pass output_hard_cap / the shard's share of
+                  ///< output_total_cap: the connection is being closed as slow_consumer
 };
 
-/// Stable name of a status ("ok", "closed", "backpressure").
+/// Stable name of a status ("ok", "closed", "backpressure", "slow_consumer").
 const char* to_string(SendStatus status) noexcept;
+
+/// Per-recipient outcomes of a multicast (Server::multicast, Group::send).
+struct MulticastResult {
+  std::size_t ok = 0;             ///< recipients the payload was queued for
+  std::size_t closed = 0;         ///< ids that were stale or closed
+  std::size_t backpressure = 0;   ///< recipients whose shard queue was full (retry them)
+  std::size_t slow_consumer = 0;  ///< recipients closed as slow consumers by this payload
+                                  ///< (known at once only on the recipient's own shard thread)
+};
 
 }  // namespace esockets
 
