@@ -40,6 +40,7 @@ struct Conn {
   bool timed : 1 = false;        // on the shard's timed list
   bool hup : 1 = false;          // EPOLLHUP seen while not reading
   bool moving : 1 = false;       // being handed to another shard: out of our epoll set
+  bool resume_pending : 1 = false;  // on the shard's list of held frames to deliver
 
   ConnectionId id() const { return pub.id_; }
   int fd() const { return pub.fd_; }

@@ -106,6 +106,16 @@ void Framer::grow_line(FrameState& st, std::uint32_t need) const {
   resize(st, cap, true);
 }
 
+void Framer::grow_prefixed(FrameState& st, std::uint32_t need, std::uint32_t total) const {
+  // A length header is a claim, not bytes: the buffer doubles as payload actually arrives
+  // (O(log n) reallocations), so a client announcing max_frame and sending little costs little.
+  if (need <= st.cap_) return;
+  const std::uint64_t doubled = std::max<std::uint64_t>(std::uint64_t{st.cap_} * 2, 4096);
+  const auto cap = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(total, std::max<std::uint64_t>(need, doubled)));
+  resize(st, cap, true);
+}
+
 std::string_view Framer::buffered_frame(const FrameState& st) const {
   if (cfg_.kind == Framing::line) return {st.buf_, st.len_};
   return {st.buf_ + cfg_.prefix_bytes, st.len_ - cfg_.prefix_bytes};
@@ -144,10 +154,10 @@ Framer::Step Framer::complete_prefixed(FrameState& st, const char* p, std::size_
       fail(st, FrameError::frame_too_long);
       return Step::failed;
     }
-    resize(st, static_cast<std::uint32_t>(hdr + len), true);
   }
   const auto total = static_cast<std::uint32_t>(hdr + read_length(st.buf_));
   const std::size_t take = std::min<std::size_t>(total - st.len_, n - used);
+  grow_prefixed(st, static_cast<std::uint32_t>(st.len_ + take), total);
   std::memcpy(st.buf_ + st.len_, p + used, take);
   st.len_ += static_cast<std::uint32_t>(take);
   used += take;
@@ -169,8 +179,8 @@ void Framer::store_partial(FrameState& st, const char* p, std::size_t n) const {
     if (!reuse) resize(st, want, false);
     st.scan_ = len;
   } else {
-    const std::uint32_t hdr = cfg_.prefix_bytes;
-    resize(st, len >= hdr ? static_cast<std::uint32_t>(hdr + read_length(p)) : hdr, false);
+    // Only what arrived: the header's claim is not trusted with memory (see grow_prefixed).
+    resize(st, std::max<std::uint32_t>(len, cfg_.prefix_bytes), false);
     st.scan_ = 0;
   }
   std::memcpy(st.buf_, p, n);
@@ -196,8 +206,7 @@ void Framer::keep_partial(FrameState& st, std::size_t off) const {
     if (std::uint64_t{st.cap_} > std::min<std::uint64_t>(std::uint64_t{want} * 4, max_frame())) resize(st, want, true);
     st.scan_ = st.len_;
   } else {
-    const std::uint32_t hdr = cfg_.prefix_bytes;
-    resize(st, st.len_ >= hdr ? static_cast<std::uint32_t>(hdr + read_length(st.buf_)) : hdr, true);
+    resize(st, std::max<std::uint32_t>(st.len_, cfg_.prefix_bytes), true);
   }
 }
 

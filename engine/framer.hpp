@@ -127,6 +127,7 @@ class Framer {
   void keep_partial(FrameState& st, std::size_t off) const;
   std::uint32_t line_capacity(std::uint32_t n) const;
   void grow_line(FrameState& st, std::uint32_t need) const;
+  void grow_prefixed(FrameState& st, std::uint32_t need, std::uint32_t total) const;
   static void hold(FrameState& st, const char* p, std::size_t n);
   static void append_held(FrameState& st, const char* p, std::size_t n);
   static void drop_front(FrameState& st, std::size_t off);

@@ -9,27 +9,14 @@
 
 namespace esockets::detail {
 
-SharedPayload* make_shared_payload(const char* p, std::uint32_t n, std::uint32_t refs) {
-  void* mem = std::malloc(sizeof(SharedPayload) + n);
-  if (mem == nullptr) throw std::bad_alloc();
-  auto* s = new (mem) SharedPayload;
-  s->refs.store(refs, std::memory_order_relaxed);
-  s->len = n;
-  if (n > 0) std::memcpy(s->data(), p, n);
-  return s;
-}
-
-void release_shared_payload(SharedPayload* s) {
-  if (s->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    s->~SharedPayload();
-    std::free(s);
-  }
-}
-
 void dispose(const Command& c) {
   if (c.data == nullptr) return;
   if (c.kind == CommandKind::send) free_block(static_cast<SendBlock*>(c.data));
-  if (c.kind == CommandKind::broadcast) release_shared_payload(static_cast<SharedPayload*>(c.data));
+  if (c.kind == CommandKind::multicast) {
+    auto* b = static_cast<MulticastBatch*>(c.data);
+    release_shared_payload(b->payload);
+    delete b;
+  }
 }
 
 void dispose(const Event& e) {

@@ -15,6 +15,9 @@
 #include <cstdint>
 #include <memory>
 #include <type_traits>
+#include <vector>
+
+#include "send_queue.hpp"
 
 namespace esockets::detail {
 
@@ -42,7 +45,7 @@ enum class CommandKind : std::uint8_t {
   close,        // reason
   pause,        // stop reading
   resume,       // read again
-  broadcast,    // data: SharedPayload*
+  multicast,    // data: MulticastBatch*, one payload for the ids this shard hosts
   eof_ack,      // the worker handled everything before the eof event
   barrier_ack,  // the worker handled everything before the barrier event
   adopt,        // data: AdoptBatch*, connections handed over by another shard
@@ -61,21 +64,23 @@ struct Command {
 
 /// Commands not addressed to a connection name their shard explicitly.
 inline bool targets_shard(CommandKind k) {
-  return k == CommandKind::broadcast || k == CommandKind::barrier_ack ||
-         k == CommandKind::adopt || k == CommandKind::adopt_fd || k == CommandKind::move_out;
+  return k == CommandKind::barrier_ack || k == CommandKind::adopt || k == CommandKind::adopt_fd ||
+         k == CommandKind::move_out;
 }
+/// Replies the engine itself owes (acks, closes it decided): never refused for lack of room.
+inline bool is_control(CommandKind k) {
+  return k == CommandKind::eof_ack || k == CommandKind::barrier_ack || k == CommandKind::adopt ||
+         k == CommandKind::adopt_fd || k == CommandKind::move_out;
+}
+
+// One payload for many connections: holds one reference to it. Split per shard on its way.
+struct MulticastBatch {
+  SharedPayload* payload;
+  std::vector<std::uint64_t> ids;
+};
 
 static_assert(std::is_trivially_copyable_v<Event> && std::is_trivially_destructible_v<Event>);
 static_assert(std::is_trivially_copyable_v<Command> && std::is_trivially_destructible_v<Command>);
-
-// Broadcast payload shared by every shard; the last shard to apply it frees it.
-struct SharedPayload {
-  std::atomic<std::uint32_t> refs;
-  std::uint32_t len;
-  char* data() { return reinterpret_cast<char*>(this + 1); }
-};
-SharedPayload* make_shared_payload(const char* p, std::uint32_t n, std::uint32_t refs);
-void release_shared_payload(SharedPayload* s);
 
 // A bounded multi-producer, single-consumer ring (after Dmitry Vyukov's bounded MPMC queue):
 // each cell has a sequence number that says whose turn it is. Producers claim a position with
@@ -129,6 +134,10 @@ class MpscRing {
     return cells_[pos & mask_].seq.load(std::memory_order_acquire) == pos;
   }
   std::size_t capacity() const { return mask_ + 1; }
+  /// Any thread: positions claimed so far (every one below it is published soon after).
+  std::size_t tail_position() const { return tail_.load(std::memory_order_acquire); }
+  /// Consumer only: positions consumed so far.
+  std::size_t head_position() const { return head_; }
   /// Consumer only.
   bool empty() const {
     return cells_[head_ & mask_].seq.load(std::memory_order_acquire) != head_ + 1;

@@ -1,7 +1,8 @@
 // RouteEpoch: lets a shard hand a connection to another shard without losing the order of
 // commands that other threads are sending to it at that moment.
 // Thread: enter/exit on any thread that resolves a connection's owner and pushes a command to
-// it; flip/quiet on the single thread moving connections (moves are serialised).
+// it; try_flip/quiet/done by movers (shards handing connections over, shards sealing their
+// queues before they exit), one switch at a time.
 //
 // A sender resolves the owner and pushes inside enter()/exit(). A mover first points the
 // connections at their new shard, then flips the epoch and waits until the old epoch's count
@@ -29,20 +30,28 @@ class RouteEpoch {
   }
   void exit(unsigned e) { inflight_[e].v.fetch_sub(1, std::memory_order_release); }
 
-  /// Mover: start a new epoch; returns the old one to wait on with quiet().
-  unsigned flip() {
-    const unsigned old = epoch_.load(std::memory_order_seq_cst);
-    epoch_.store(old ^ 1u, std::memory_order_seq_cst);
-    return old;
+  /// Mover: start a new epoch, unless another mover's switch is still in progress (then try
+  /// again later). On true, *old is the epoch to wait on with quiet(); call done() after.
+  /// Movers are serialised because two buckets can only tell "before my switch" from "after"
+  /// when one switch completes before the next begins: with two shards moving at once, a
+  /// sender counted in the epoch between their flips would be waited for by neither.
+  bool try_flip(unsigned* old) {
+    bool expected = false;
+    if (!busy_.compare_exchange_strong(expected, true, std::memory_order_seq_cst)) return false;
+    *old = epoch_.fetch_xor(1u, std::memory_order_seq_cst);
+    return true;
   }
   /// Mover: true once every sender of epoch `old` has left.
   bool quiet(unsigned old) const { return inflight_[old].v.load(std::memory_order_seq_cst) == 0; }
+  /// Mover: the switch is complete (quiet() held); the next mover may flip.
+  void done() { busy_.store(false, std::memory_order_seq_cst); }
 
  private:
   struct alignas(64) Counter {
     std::atomic<std::uint64_t> v{0};
   };
   std::atomic<unsigned> epoch_{0};
+  std::atomic<bool> busy_{false};
   Counter inflight_[2];
 };
 

@@ -15,13 +15,48 @@ SendBlock* make_block(std::size_t cap) {
   b->end = 0;
   b->cap = static_cast<std::uint32_t>(cap);
   b->pad_ = 0;
+  b->shared = nullptr;
   return b;
 }
 
-void free_block(SendBlock* b) { std::free(b); }
+SendBlock* make_shared_block(SharedPayload* p) {
+  SendBlock* b = make_block(0);
+  b->end = b->cap = p->len;
+  b->shared = p;
+  return b;
+}
 
-BlockPool::~BlockPool() {
+void free_block(SendBlock* b) {
+  if (b->shared != nullptr) release_shared_payload(b->shared);
+  std::free(b);
+}
+
+SharedPayload* make_shared_payload(const char* p, std::uint32_t n, std::uint32_t refs) {
+  void* mem = std::malloc(sizeof(SharedPayload) + n);
+  if (mem == nullptr) throw std::bad_alloc();
+  auto* s = new (mem) SharedPayload;
+  s->refs.store(refs, std::memory_order_relaxed);
+  s->len = n;
+  if (n > 0 && p != nullptr) std::memcpy(s->data(), p, n);
+  return s;
+}
+
+void retain_shared_payload(SharedPayload* s, std::uint32_t n) {
+  s->refs.fetch_add(n, std::memory_order_relaxed);
+}
+
+void release_shared_payload(SharedPayload* s) {
+  if (s->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    s->~SharedPayload();
+    std::free(s);
+  }
+}
+
+BlockPool::~BlockPool() { trim(); }
+
+void BlockPool::trim() {
   for (SendBlock* b : free_) free_block(b);
+  std::vector<SendBlock*>().swap(free_);
 }
 
 SendBlock* BlockPool::get(std::size_t need) {
@@ -40,7 +75,7 @@ SendBlock* BlockPool::get(std::size_t need) {
 
 void BlockPool::put(SendBlock* b) {
   // Keep a bounded number: enough for a busy pass, not a hoard after a burst.
-  if (b->cap == kStandard && free_.size() < 256) {
+  if (b->shared == nullptr && b->cap == kStandard && free_.size() < 256) {
     free_.push_back(b);
   } else {
     free_block(b);
@@ -70,7 +105,10 @@ void SendQueue::append(const char* p, std::size_t n, BlockPool& pool) {
 
 void SendQueue::adopt(SendBlock* b, BlockPool& pool) {
   std::size_t n = b->size();
-  if (tail_ != nullptr && n <= static_cast<std::size_t>(tail_->cap - tail_->end)) {
+  // Small payloads are cheaper copied into the tail than linked (a shared one is linked
+  // unless it is small: its header costs less than its bytes).
+  const bool copy = b->shared == nullptr || n <= kShareMin;
+  if (copy && tail_ != nullptr && n <= static_cast<std::size_t>(tail_->cap - tail_->end)) {
     std::memcpy(tail_->data() + tail_->end, b->data() + b->begin, n);
     tail_->end += static_cast<std::uint32_t>(n);
     bytes_ += n;

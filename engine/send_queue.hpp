@@ -5,24 +5,41 @@
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
 namespace esockets::detail {
 
-// One block: header followed by cap bytes. Made by make_block() on any thread.
+// A payload shared by many recipients' queues (multicast): one copy of the bytes, freed by
+// whichever thread drops the last reference.
+struct SharedPayload {
+  std::atomic<std::uint32_t> refs;
+  std::uint32_t len;
+  char* data() { return reinterpret_cast<char*>(this + 1); }
+};
+SharedPayload* make_shared_payload(const char* p, std::uint32_t n, std::uint32_t refs);
+void retain_shared_payload(SharedPayload* s, std::uint32_t n = 1);
+void release_shared_payload(SharedPayload* s);
+
+// One block: header followed by cap bytes, or (shared != nullptr) a header that lends a
+// reference to a SharedPayload's bytes. Made by make_block() on any thread.
 struct SendBlock {
   SendBlock* next;
   std::uint32_t begin;  // first unsent byte
   std::uint32_t end;    // one past the last byte
-  std::uint32_t cap;
+  std::uint32_t cap;    // == end for a shared block: nothing is ever appended into it
   std::uint32_t pad_;
-  char* data() { return reinterpret_cast<char*>(this + 1); }
+  SharedPayload* shared;
+  char* data() { return shared != nullptr ? shared->data() : reinterpret_cast<char*>(this + 1); }
   std::uint32_t size() const { return end - begin; }
 };
 
 SendBlock* make_block(std::size_t cap);
+/// A block that queues `p`'s bytes without copying them; takes over one reference.
+SendBlock* make_shared_block(SharedPayload* p);
+/// Frees a block (and drops its payload reference if it is shared).
 void free_block(SendBlock* b);
 
 // A small per-shard cache of standard-size blocks so steady echo traffic does not hit malloc.
@@ -32,6 +49,8 @@ class BlockPool {
   ~BlockPool();
   SendBlock* get(std::size_t need);
   void put(SendBlock* b);
+  /// Frees every cached block.
+  void trim();
 
  private:
   std::vector<SendBlock*> free_;
@@ -39,6 +58,8 @@ class BlockPool {
 
 class SendQueue {
  public:
+  /// Shared payloads up to this size are copied into the tail block instead of linked.
+  static constexpr std::size_t kShareMin = 128;
   SendQueue() = default;
   SendQueue(const SendQueue&) = delete;
   SendQueue& operator=(const SendQueue&) = delete;

@@ -124,10 +124,28 @@ void ServerCore::control_loop() {
 }
 
 Shard* ServerCore::add_shard_locked(int listen_fd) {
-  const unsigned idx = shard_bound_.load(std::memory_order_relaxed);
+  // A retired shard's index is reused (its Shard revived with fresh queues), so a server that
+  // autoscales its shards forever holds at most as many Shard records as it ever ran at once.
+  const unsigned bound = shard_bound_.load(std::memory_order_relaxed);
+  for (unsigned idx = 0; idx < bound; ++idx) {
+    if (active_flag_[idx].load(std::memory_order_relaxed)) continue;
+    Shard* p = shard_ptr(idx);
+    try {
+      p->revive(listen_fd);
+    } catch (...) {
+      ::close(listen_fd);
+      throw;
+    }
+    load_[idx].v.store(0, std::memory_order_relaxed);
+    active_.push_back(idx);
+    group_.push_back(idx);
+    active_flag_[idx].store(true, std::memory_order_release);
+    return p;
+  }
+  const unsigned idx = bound;
   if (idx >= kMaxShards) {
     ::close(listen_fd);
-    throw std::length_error("esockets: a server can create at most 254 shards in its life");
+    throw std::length_error("esockets: at most 254 shards can run at once");
   }
   auto sh = std::make_unique<Shard>(*this, idx, listen_fd);
   Shard* p = sh.get();
@@ -228,6 +246,7 @@ void ServerCore::do_stop() {
     handler_.on_server_shutting_down(server_);
   } catch (...) {
   }
+  stop_total_.store(static_cast<unsigned>(active_.size()), std::memory_order_seq_cst);
   for (unsigned i : active_) shard_ptr(i)->request_stop();
   for (auto& s : owned_) s->join();
   // Every shard has pushed its last event: workers drain the queues and leave.
@@ -315,6 +334,7 @@ void ServerCore::retire_shard_locked() {
   const Command cmd{0, req, 0, CommandKind::move_out, 0, static_cast<std::uint8_t>(victim)};
   while (!post_to_shard(victim, cmd)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   s->join();
+  s->release();
   // Its listener is closed: the kernel moved the group's last member into its position.
   for (std::size_t i = 0; i < group_.size(); ++i) {
     if (group_[i] == victim) {
@@ -421,6 +441,19 @@ std::uint32_t ServerCore::pick_least_loaded(std::uint32_t accepting) {
 
 void ServerCore::fd_released() { fd_release_epoch_.fetch_add(1, std::memory_order_relaxed); }
 
+void ServerCore::stop_ready() {
+  const unsigned n = stop_ready_.fetch_add(1, std::memory_order_seq_cst) + 1;
+  if (n >= stop_total_.load(std::memory_order_seq_cst)) {
+    // The last shard to be ready wakes the others, which wait for this in their tick.
+    const unsigned bound = shard_bound();
+    for (unsigned i = 0; i < bound; ++i) shard_ptr(i)->notify();
+  }
+}
+
+bool ServerCore::all_stop_ready() const {
+  return stop_ready_.load(std::memory_order_seq_cst) >= stop_total_.load(std::memory_order_seq_cst);
+}
+
 SendBlock* ServerCore::make_send_block(Bytes bytes, bool framed) const {
   char hdr[8];
   bool trailer = false;
@@ -439,10 +472,13 @@ SendBlock* ServerCore::make_send_block(Bytes bytes, bool framed) const {
 }
 
 bool ServerCore::post_to_shard(unsigned shard, const Command& cmd) {
+  // Inside the route epoch: a shard that seals its queues before leaving waits for this push.
+  const unsigned e = route_.enter();
   Shard* s = shard < shard_bound() ? shard_ptr(shard) : nullptr;
-  if (s == nullptr || s->exited() || !s->post(cmd)) return false;
-  s->notify();
-  return true;
+  const bool ok = s != nullptr && s->accepting() && s->post(cmd);
+  if (ok) s->notify();
+  route_.exit(e);
+  return ok;
 }
 
 SendStatus ServerCore::post_foreign(const Command& cmd) {
@@ -452,24 +488,28 @@ SendStatus ServerCore::post_foreign(const Command& cmd) {
   const unsigned e = route_.enter();
   const std::uint32_t owner = table_->owner(id.slot());
   Shard* s = owner < shard_bound() ? shard_ptr(owner) : nullptr;
-  const bool pushed = s != nullptr && !s->exited() && s->post(cmd);
+  SendStatus st = SendStatus::ok;
+  if (s == nullptr || !s->accepting() || !table_->live(id)) {
+    st = SendStatus::closed;
+  } else if (!s->post(cmd)) {
+    st = SendStatus::backpressure;
+    s->counters().send_backpressure.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    s->notify();
+  }
   route_.exit(e);
-  if (s == nullptr || s->exited()) {
-    dispose(cmd);
-    return SendStatus::closed;
-  }
-  if (!pushed) {
-    dispose(cmd);
-    return SendStatus::backpressure;
-  }
-  s->notify();
-  return SendStatus::ok;
+  if (st != SendStatus::ok) dispose(cmd);
+  return st;
 }
 
 SendStatus ServerCore::route_command(const Command& cmd) {
   const ThreadContext& ctx = tls_context;
   if (ctx.core == this && ctx.worker >= 0) {
     return workers_[static_cast<unsigned>(ctx.worker)]->queue_command(cmd);
+  }
+  if (ctx.core == this && ctx.shard >= 0) {
+    // A handler on a shard thread: never refused for room (see Shard::queue_remote).
+    return shard_ptr(static_cast<unsigned>(ctx.shard))->queue_remote(cmd);
   }
   return post_foreign(cmd);
 }
@@ -484,7 +524,11 @@ SendStatus ServerCore::send(ConnectionId id, Bytes bytes, bool framed) {
   if (state_.load(std::memory_order_acquire) == State::idle || !usable(table_, id)) {
     return SendStatus::closed;
   }
-  if (bytes.size() > opts_.output_hard_cap) return SendStatus::backpressure;
+  if (bytes.size() > opts_.output_hard_cap) {
+    // It can never fit: as for any send that would pass the cap, the client is a slow consumer.
+    (void)close(id, CloseReason::slow_consumer);
+    return SendStatus::slow_consumer;
+  }
   const ThreadContext& ctx = tls_context;
   if (ctx.core == this && ctx.shard >= 0 &&
       table_->owner(id.slot()) == static_cast<std::uint32_t>(ctx.shard)) {
@@ -527,58 +571,134 @@ SendStatus ServerCore::set_paused(ConnectionId id, bool pause) {
 
 std::size_t ServerCore::broadcast(Bytes bytes) {
   if (state_.load(std::memory_order_acquire) == State::idle) return 0;
-  const std::vector<unsigned> shards = active_snapshot();
-  if (shards.empty()) return 0;
-  SharedPayload* sp = make_shared_payload(bytes.data(), static_cast<std::uint32_t>(bytes.size()),
-                                          static_cast<std::uint32_t>(shards.size()));
-  const ThreadContext& ctx = tls_context;
-  std::size_t accepted = 0;
-  for (unsigned i : shards) {
-    Shard& s = *shard_ptr(i);
-    if (s.on_own_thread()) {
-      // Our own shard applies it now, in order with our direct sends.
-      s.broadcast_local(sp->data(), sp->len);
-      release_shared_payload(sp);
-      ++accepted;
-      continue;
-    }
-    const Command c{0, sp, sp->len, CommandKind::broadcast, 0, static_cast<std::uint8_t>(i)};
-    bool ok;
-    if (ctx.core == this && ctx.worker >= 0) {
-      ok = workers_[static_cast<unsigned>(ctx.worker)]->queue_command(c) == SendStatus::ok;
-    } else {
-      ok = post_to_shard(i, c);
-      if (!ok) release_shared_payload(sp);
-    }
-    if (ok) ++accepted;
-  }
-  return accepted;
+  std::vector<ConnectionId> ids;
+  table_->for_each_live([&](ConnectionId id) { ids.push_back(id); });
+  return multicast(ids, bytes, false).ok;
 }
 
 MulticastResult ServerCore::multicast(std::span<const ConnectionId> ids, Bytes bytes, bool framed) {
-  // Interim: one send per recipient (replaced by the shared-payload path).
   MulticastResult r;
+  if (state_.load(std::memory_order_acquire) == State::idle || ids.empty()) {
+    r.closed = ids.size();
+    return r;
+  }
+  if (bytes.size() > opts_.output_hard_cap) {
+    for (ConnectionId id : ids) {
+      if (close(id, CloseReason::slow_consumer) == SendStatus::ok) {
+        ++r.slow_consumer;
+      } else {
+        ++r.closed;
+      }
+    }
+    return r;
+  }
+  // One copy of the bytes, framed once; each recipient's queue links it (or copies it when
+  // it is small, see SendQueue::adopt).
+  SendBlock* framed_block = make_send_block(bytes, framed);
+  if (framed_block == nullptr) {
+    r.backpressure = ids.size();  // too long for the length prefix: nothing can be sent
+    return r;
+  }
+  SharedPayload* payload = make_shared_payload(framed_block->data(), framed_block->size(), 1);
+  free_block(framed_block);
+  const ThreadContext& ctx = tls_context;
+  const int own = ctx.core == this ? ctx.shard : -1;
+  auto* rest = new MulticastBatch{payload, {}};
+  retain_shared_payload(payload);
+  rest->ids.reserve(ids.size());
   for (ConnectionId id : ids) {
-    switch (send(id, bytes, framed)) {
-      case SendStatus::ok: ++r.ok; break;
-      case SendStatus::closed: ++r.closed; break;
-      case SendStatus::backpressure: ++r.backpressure; break;
-      case SendStatus::slow_consumer: ++r.slow_consumer; break;
+    if (!table_->live(id)) {
+      ++r.closed;
+      continue;
+    }
+    if (own >= 0 && table_->owner(id.slot()) == static_cast<std::uint32_t>(own)) {
+      // Hosted by the calling shard: applied now, in order with its direct sends.
+      retain_shared_payload(payload);
+      switch (shard_ptr(static_cast<unsigned>(own))->send_local(id, make_shared_block(payload))) {
+        case SendStatus::ok: ++r.ok; break;
+        case SendStatus::slow_consumer: ++r.slow_consumer; break;
+        default: ++r.closed; break;
+      }
+      continue;
+    }
+    rest->ids.push_back(id.value());
+  }
+  release_shared_payload(payload);
+  if (rest->ids.empty()) {
+    dispose(Command{0, rest, 0, CommandKind::multicast, 0, 0});
+    return r;
+  }
+  if (ctx.core == this && (ctx.worker >= 0 || ctx.shard >= 0)) {
+    // Engine threads queue it whole; it is split by shard when pushed (Outgoing).
+    const std::size_t n = rest->ids.size();
+    const Command c{0, rest, static_cast<std::uint32_t>(n), CommandKind::multicast, 0, 0};
+    const SendStatus st = ctx.worker >= 0 ? workers_[static_cast<unsigned>(ctx.worker)]->queue_command(c)
+                                          : shard_ptr(static_cast<unsigned>(ctx.shard))->queue_remote(c);
+    (st == SendStatus::ok ? r.ok : r.backpressure) += n;
+    return r;
+  }
+  // Another thread: split by owner now, inside the route epoch, one command per shard.
+  std::vector<std::vector<std::uint64_t>> parts(256);
+  std::vector<unsigned> used;
+  const unsigned e = route_.enter();
+  for (std::uint64_t v : rest->ids) {
+    const std::uint32_t owner = table_->owner(ConnectionId::from_value(v).slot());
+    if (owner >= 256) {
+      ++r.closed;
+      continue;
+    }
+    if (parts[owner].empty()) used.push_back(owner);
+    parts[owner].push_back(v);
+  }
+  for (unsigned t : used) {
+    const std::size_t n = parts[t].size();
+    Shard* s = t < shard_bound() ? shard_ptr(t) : nullptr;
+    if (s == nullptr || !s->accepting()) {
+      r.closed += n;
+      continue;
+    }
+    retain_shared_payload(payload);
+    auto* part = new MulticastBatch{payload, std::move(parts[t])};
+    const Command c{0, part, static_cast<std::uint32_t>(n), CommandKind::multicast, 0,
+                    static_cast<std::uint8_t>(t)};
+    if (s->post(c)) {
+      s->notify();
+      r.ok += n;
+    } else {
+      s->counters().send_backpressure.fetch_add(n, std::memory_order_relaxed);
+      r.backpressure += n;
+      dispose(c);
     }
   }
+  route_.exit(e);
+  dispose(Command{0, rest, 0, CommandKind::multicast, 0, 0});
   return r;
 }
 
 bool ServerCore::wait_writable(ConnectionId id, std::chrono::milliseconds timeout) {
-  if (tls_context.core == this) return false;
+  if (tls_context.core == this || table_ == nullptr) return false;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     if (!connected(id)) return false;
+    const unsigned e = route_.enter();
     const std::uint32_t owner = table_->owner(id.slot());
     Shard* s = owner < shard_bound() ? shard_ptr(owner) : nullptr;
-    if (s != nullptr && s->has_room()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (s == nullptr || !s->accepting()) {
+      route_.exit(e);
+      return false;
+    }
+    std::unique_lock lk(s->wait_mu_);
+    const bool room = s->has_room();
+    route_.exit(e);
+    if (room) return true;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return false;
+    // The shard wakes waiters after each drain, under wait_mu_ (no lost wake-up); the slice
+    // bounds the wait when the connection moves to another shard meanwhile.
+    s->waiters_.fetch_add(1, std::memory_order_seq_cst);
+    s->wait_cv_.wait_for(lk, std::min<std::chrono::steady_clock::duration>(
+                                 deadline - now, std::chrono::milliseconds(20)));
+    s->waiters_.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
 

@@ -96,6 +96,10 @@ class ServerCore {
   /// Connections handed over but not yet adopted (set_shards/rebalance wait for zero).
   std::atomic<std::int64_t>& in_transit() { return in_transit_; }
   bool workers_should_exit() const { return workers_exit_.load(std::memory_order_acquire); }
+  /// Stop protocol: a shard has applied everything sent to it before the stop and its own
+  /// handlers' cross-shard sends are out; when all are, shards close their connections.
+  void stop_ready();
+  bool all_stop_ready() const;
   /// Called by a shard that closed a socket: lets shards paused on EMFILE try again.
   void fd_released();
   std::atomic<std::uint32_t>& fd_release_epoch() { return fd_release_epoch_; }
@@ -149,6 +153,8 @@ class ServerCore {
   std::atomic<std::uint64_t> worker_warnings_{0};
   std::atomic<bool> workers_exit_{false};
   std::atomic<std::int64_t> in_transit_{0};
+  std::atomic<unsigned> stop_ready_{0};
+  std::atomic<unsigned> stop_total_{~0u};
   std::int64_t epoch_ms_ = 0;
   bool steering_ok_ = true;
 

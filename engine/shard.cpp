@@ -36,7 +36,7 @@ Shard::Shard(ServerCore& core, std::uint32_t index, int listen_fd)
       listen_fd_(listen_fd),
       table_(core.table()),
       framer_(core.framer().config()),
-      inbox_(core.options().command_queue_capacity) {
+      inbox_(std::make_unique<CommandInbox>(core.options().command_queue_capacity)) {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw std::system_error(errno, std::generic_category(), "esockets: epoll_create1");
   epoll_event ev{};
@@ -66,12 +66,14 @@ Shard::Shard(ServerCore& core, std::uint32_t index, int listen_fd)
                       o.write_timeout.count() > 0;
   const unsigned live = core.shards() > 0 ? core.shards() : 1;
   shard_output_cap_ = o.output_total_cap / live;
+  // Commands for other shards may wait this many before the clients producing them pause.
+  remote_high_ = o.command_queue_capacity;
 }
 
 Shard::~Shard() {
   // Threads are joined; free whatever is still queued or held.
   Command cmd{};
-  while (inbox_.pop(cmd)) dispose(cmd);
+  while (inbox_ && inbox_->pop(cmd)) dispose(cmd);
   for (auto& q : from_workers_) q->consume_all([](const Command& x) { dispose(x); });
   for (auto& q : to_workers_) q->consume_all([](const Event& x) { dispose(x); });
   for (auto& ob : outboxes_) {
@@ -118,14 +120,12 @@ void Shard::request_stop() {
   wake_.notify();
 }
 
-bool Shard::post(const Command& c) { return inbox_.push(c); }
-
 bool Shard::on_own_thread() const {
   return tls_context.core == &core_ && tls_context.shard == static_cast<int>(index_);
 }
 
 bool Shard::inbound_pending() const {
-  if (!inbox_.empty()) return true;
+  if (!inbox_->empty()) return true;
   for (const auto& q : from_workers_) {
     if (q->read_available() > 0) return true;
   }
@@ -134,8 +134,8 @@ bool Shard::inbound_pending() const {
 }
 
 int Shard::next_timeout_ms() const {
-  if (!dirty_.empty() || !graveyard_.empty()) return 0;
-  if (move_ == Move::quiescing || !unsent_.empty()) return 1;
+  if (!dirty_.empty() || !graveyard_.empty() || !resumes_.empty()) return 0;
+  if (move_ == Move::quiescing || !unsent_.empty() || !remote_.empty()) return 1;
   for (const auto& ob : outboxes_) {
     if (!ob.empty() || !ob.flow_paused.empty()) return static_cast<int>(kTickMs) / 10 + 1;
   }
@@ -183,8 +183,17 @@ void Shard::run() {
     now_ms_ = after / 1000000;
     if (n < 0 && errno != EINTR) warn(errno_message("epoll_wait failed", errno));
     if (n > 0) events_in_window_ += static_cast<std::uint64_t>(n);
-    for (int i = 0; i < n; ++i) dispatch(events[i]);
+    for (int i = 0; i < n; ++i) {
+      try {
+        dispatch(events[i]);
+      } catch (const std::exception& ex) {
+        // One connection's failure (e.g. out of memory while framing) must not end the shard.
+        on_event_failure(events[i], ex.what());
+      }
+    }
     drain_commands();
+    process_resumes();
+    flush_remote();
     service_workers();
     if (phase_ != Phase::serving || stop_requested_.load(std::memory_order_acquire)) advance_stop();
     if (move_ != Move::idle && phase_ == Phase::serving) advance_move();
@@ -192,6 +201,7 @@ void Shard::run() {
     if (now_ms_ - last_timeout_sweep_ms_ >= kTimeoutSweepMs) sweep_timeouts();
     if (after - load_window_start_ns_ >= 1000000000) update_load();
     flush_dirty();
+    flush_remote();
     service_workers();
     free_graveyard();
     if (poll_start != 0 && n == 0) {
@@ -201,12 +211,39 @@ void Shard::run() {
     }
     if (phase_ == Phase::done || (move_ == Move::finishing && move_req_ && move_req_->retire &&
                                   counters_.connections.get() == 0 && timed_.empty())) {
-      bool pending = false;
+      bool pending = !remote_.empty() || !unsent_.empty();
       for (auto& ob : outboxes_) pending = pending || !ob.empty();
-      if (!pending && unsent_.empty()) break;
+      if (!pending) {
+        seal_and_drain();
+        break;
+      }
     }
   }
   exited_.store(true, std::memory_order_release);
+}
+
+void Shard::seal_and_drain() {
+  // From here no thread may push to us: seal, then wait (as a mover does) for every sender
+  // that saw us accepting, then apply whatever they pushed. Commands for connections that
+  // ended are disposed; any for a connection that moved on go after it.
+  sealed_.store(true, std::memory_order_seq_cst);
+  RouteEpoch& route = core_.route();
+  unsigned old = 0;
+  while (!route.try_flip(&old)) ::sched_yield();
+  while (!route.quiet(old)) ::sched_yield();
+  route.done();
+  for (int round = 0; round < 1000; ++round) {
+    drain_all();
+    // Forwards and flushes below may find their targets full for a moment.
+    const bool out = remote_.flush(core_, [](Shard& t, const Command& c) { return t.post(c); });
+    for (AdoptBatch* b : std::exchange(unsent_, {})) send_batch(b);
+    service_workers();
+    bool pending = !out || !unsent_.empty();
+    for (auto& ob : outboxes_) pending = pending || !ob.empty();
+    if (!pending && inbox_->empty()) break;
+    ::sched_yield();
+  }
+  free_graveyard();
 }
 
 void Shard::update_load() {
@@ -279,9 +316,68 @@ void Shard::drain_commands() {
       if (n < cmd_batch_.size()) break;
     }
   }
+  // A budget per pass keeps a flood of foreign sends from starving the sockets.
   Command c{};
   std::size_t budget = 4 * kCommandBatch;
-  while (budget-- > 0 && inbox_.pop(c)) apply(c);
+  while (budget-- > 0 && inbox_->pop(c)) apply(c);
+  if (waiters_.load(std::memory_order_seq_cst) > 0) wake_waiters();
+}
+
+void Shard::drain_all() {
+  // Everything pushed before this call is applied, with no budget: every position below the
+  // tail was claimed by a producer that publishes it within a few instructions.
+  for (unsigned w = 0; w < from_workers_.size(); ++w) {
+    std::size_t n;
+    while ((n = from_workers_[w]->pop(cmd_batch_.data(), cmd_batch_.size())) > 0) {
+      for (std::size_t i = 0; i < n; ++i) apply(cmd_batch_[i]);
+    }
+  }
+  const std::size_t end = inbox_->tail_position();
+  Command c{};
+  while (inbox_->head_position() < end) {
+    if (inbox_->pop(c)) {
+      apply(c);
+    } else {
+      ::sched_yield();
+    }
+  }
+  if (waiters_.load(std::memory_order_seq_cst) > 0) wake_waiters();
+}
+
+void Shard::flush_remote() {
+  if (remote_.empty() && remote_paused_.empty()) return;
+  (void)remote_.flush(core_, [](Shard& t, const Command& c) { return t.post(c); });
+  counters_.overflow.set(remote_.size());
+  if (remote_.size() <= remote_high_ / 2 && !remote_paused_.empty()) {
+    // The targets caught up: read the clients whose messages made the overflow again.
+    std::vector<ConnectionId> ids;
+    ids.swap(remote_paused_);
+    for (ConnectionId id : ids) {
+      Conn* c = table_.find(id, index_);
+      if (c != nullptr && c->flow_paused) {
+        c->flow_paused = false;
+        if (!c->user_paused) counters_.paused.sub();
+        resume_reading(c);
+      }
+    }
+  }
+}
+
+SendStatus Shard::queue_remote(const Command& c) {
+  remote_.push(c);
+  if (remote_.size() > remote_high_ && delivering_ != nullptr && !delivering_->flow_paused) {
+    // Memory stays bounded: the client whose message is fanning out is read no more until the
+    // other shards took what waits (TCP pushes back on it).
+    flow_pause(delivering_, remote_paused_);
+  }
+  return SendStatus::ok;
+}
+
+void Shard::flow_pause(Conn* c, std::vector<ConnectionId>& list) {
+  c->flow_paused = true;
+  if (!c->user_paused) counters_.paused.add();
+  list.push_back(c->id());
+  mark_dirty(c);  // re-evaluates the epoll mask during flush
 }
 
 Conn* Shard::target_of(const Command& cmd) {
@@ -296,8 +392,10 @@ Conn* Shard::target_of(const Command& cmd) {
       return nullptr;
     }
     if (owner != ConnectionTable::kNoShard) {
-      if (core_.post_to_shard(owner, cmd)) return nullptr;
-      warn("a command for a connection that moved on could not be passed on (inbox full)");
+      // Not reached while hand-overs drain their queues completely (see shard_move.cpp); kept
+      // so that a command can never be lost to a routing race, only reach its client late.
+      remote_.push(cmd);
+      return nullptr;
     }
   }
   dispose(cmd);  // the connection is gone: as if the command had arrived after its close
@@ -327,12 +425,9 @@ void Shard::apply(const Command& cmd) {
       if (c != nullptr && c->state == ConnState::half_closed) begin_close(c, c->reason);
       return;
     }
-    case CommandKind::broadcast: {
-      auto* sp = static_cast<SharedPayload*>(cmd.data);
-      broadcast_local(sp->data(), sp->len);
-      release_shared_payload(sp);
+    case CommandKind::multicast:
+      multicast_local(static_cast<MulticastBatch*>(cmd.data));
       return;
-    }
     case CommandKind::barrier_ack:
       ++barrier_acks_;
       return;
@@ -425,7 +520,21 @@ void Shard::advance_stop() {
     for (unsigned w = 0; w < outboxes_.size(); ++w) emit(w, Event{0, nullptr, 0, EventKind::barrier, 0});
     barrier_acks_ = 0;
   }
-  if (phase_ == Phase::draining && barrier_acks_ >= outboxes_.size()) {
+  const bool late = now_ms_ >= stop_deadline_ms_;
+  if (phase_ == Phase::draining && !stop_ready_reported_ &&
+      ((barrier_acks_ >= outboxes_.size() && remote_.empty()) || late)) {
+    // Every worker handled what we gave it and our handlers' sends to other shards are in
+    // their queues: apply everything sent to us so far (on_server_shutting_down's sends
+    // included), then tell the others.
+    drain_all();
+    stop_ready_reported_ = true;
+    core_.stop_ready();
+  }
+  if (phase_ == Phase::draining && stop_ready_reported_ && (core_.all_stop_ready() || late)) {
+    // Every shard is ready: no handler sends to another shard's client any more, so closing now
+    // loses nothing that was accepted. Sends still arriving are appended while each connection
+    // flushes (see send_local), bounded by shutdown_timeout.
+    drain_all();
     phase_ = Phase::closing;
     table_.for_each_hosted(index_, [this](ConnectionId id) {
       Conn* c = table_.find(id, index_);
@@ -443,6 +552,59 @@ void Shard::advance_stop() {
       phase_ = Phase::done;
     }
   }
+}
+
+void Shard::process_resumes() {
+  // Held frames are delivered here, at the top of the loop, never from inside a callback that
+  // resumed reading (on_output_low, on_message_recv of another connection): one connection's
+  // callbacks never nest.
+  if (resumes_.empty()) return;
+  std::vector<ConnectionId> ids;
+  ids.swap(resumes_);
+  for (ConnectionId id : ids) {
+    Conn* c = table_.find(id, index_);
+    if (c == nullptr) continue;
+    c->resume_pending = false;
+    if (!c->reading() || c->moving) continue;
+    if (c->frame.has_pending_frames()) {
+      delivering_ = c;
+      FeedStatus st;
+      try {
+        st = framer_.resume(c->frame, [&](std::string_view f) { return deliver_frame(c, f); });
+      } catch (const std::exception& ex) {
+        delivering_ = nullptr;
+        fail_conn(c, ex.what());
+        continue;
+      }
+      delivering_ = nullptr;
+      if (table_.find(id, index_) != c) continue;
+      if (c->state == ConnState::closing) c->frame.clear();
+      if (st == FeedStatus::error) {
+        begin_close(c, CloseReason::framing_error);
+        continue;
+      }
+    }
+    mark_dirty(c);
+  }
+}
+
+void Shard::on_event_failure(const epoll_event& ev, const char* what) {
+  Conn* c = table_.find(ConnectionId::from_value(ev.data.u64), index_);
+  if (c == nullptr) {
+    warn(std::string("event handling failed: ") + what);
+    return;
+  }
+  fail_conn(c, what);
+}
+
+void Shard::fail_conn(Conn* c, const char* what) {
+  warn("closing " + c->pub.getip() + ": " + what);
+  if (c->state == ConnState::lingering) {
+    close_fd(c);
+    return;
+  }
+  c->frame.clear();
+  abort_conn(c, CloseReason::io_error);
 }
 
 void Shard::sweep_timers() {
@@ -523,6 +685,64 @@ void Shard::flush_dirty() {
 void Shard::free_graveyard() {
   for (Conn* c : graveyard_) delete c;
   graveyard_.clear();
+}
+
+void Shard::wake_waiters() {
+  { std::lock_guard lk(wait_mu_); }  // a waiter checks for room under this lock, then sleeps
+  wait_cv_.notify_all();
+}
+
+void Shard::release() {
+  // Joined and sealed: nobody pushes to us (accepting() is false and every sender that saw it
+  // true has finished). The event queues to workers stay: workers poll every shard index and
+  // they are reused, empty, by the next shard created with this index.
+  inbox_.reset();
+  for (auto& q : from_workers_) q.reset();
+  rbuf_.reset();
+  rbuf_size_ = 0;
+  pool_.trim();
+  remote_.clear();
+  std::vector<Conn*>().swap(dirty_);
+  std::vector<ConnectionId>().swap(timed_);
+  std::vector<ConnectionId>().swap(resumes_);
+  std::vector<ConnectionId>().swap(remote_paused_);
+  std::vector<Command>().swap(cmd_batch_);
+  std::unordered_map<std::uint64_t, std::vector<Command>>().swap(incoming_);
+  for (auto& ob : outboxes_) {
+    std::vector<Event>().swap(ob.items);
+    std::vector<ConnectionId>().swap(ob.flow_paused);
+    ob.head = 0;
+  }
+  if (thread_.joinable()) thread_.join();
+  thread_ = std::thread();
+}
+
+void Shard::revive(int listen_fd) {
+  // A new shard on this index: fresh queues and buffers, then open for pushes again.
+  const auto& o = core_.options();
+  inbox_ = std::make_unique<CommandInbox>(o.command_queue_capacity);
+  for (auto& q : from_workers_) q = std::make_unique<CommandQueue>(o.command_queue_capacity);
+  for (auto& d : drain_wanted_) d->store(false, std::memory_order_relaxed);
+  rbuf_size_ = o.read_chunk;
+  rbuf_.reset(new char[rbuf_size_]);
+  cmd_batch_.resize(kCommandBatch);
+  listen_fd_ = listen_fd;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kListenerTag;
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, listen_fd_, &ev) != 0) {
+    throw std::system_error(errno, std::generic_category(), "esockets: epoll_ctl(listener)");
+  }
+  phase_ = Phase::serving;
+  move_ = Move::idle;
+  move_req_.reset();
+  move_left_ = 0;
+  barrier_acks_ = 0;
+  stop_ready_reported_ = false;
+  accept_paused_ = false;
+  stop_requested_.store(false, std::memory_order_relaxed);
+  exited_.store(false, std::memory_order_release);
+  sealed_.store(false, std::memory_order_seq_cst);
 }
 
 void Shard::warn(const std::string& msg) {

@@ -17,6 +17,8 @@
 #include <sys/epoll.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <exception>
 #include <cstdint>
 #include <memory>
@@ -29,6 +31,7 @@
 #include "connection_table.hpp"
 #include "framer.hpp"
 #include "mailbox.hpp"
+#include "outgoing.hpp"
 #include "shard_stats.hpp"
 #include "wakeup.hpp"
 
@@ -63,10 +66,17 @@ class Shard {
 
   void start();
   void join();
+  /// Resize thread, after join(): give back what a retired shard holds (queues, buffers, pool);
+  /// revive() makes it a live shard again on a new listener (the index is reused).
+  void release();
+  void revive(int listen_fd);
   /// Any thread: begin the stop protocol.
   void request_stop();
   /// True once the thread has left its loop (after stop or retire).
   bool exited() const { return exited_.load(std::memory_order_acquire); }
+  /// Any thread, inside the RouteEpoch: false once the shard sealed its queues before leaving
+  /// (a push after that would never be applied); the caller then treats it as gone.
+  bool accepting() const { return !sealed_.load(std::memory_order_seq_cst); }
   /// True once a move_out request finished (rebalance) — counts completed requests.
   std::uint64_t moves_done() const { return moves_done_.load(std::memory_order_acquire); }
 
@@ -75,10 +85,11 @@ class Shard {
   ShardCounters& counters() { return counters_; }
   const ShardCounters& counters() const { return counters_; }
 
-  /// Any thread: queue a command from a thread that is not a worker; false if the inbox is full.
-  bool post(const Command& c);
-  /// Any thread: true while the inbox has room for a good share of its capacity.
-  bool has_room() const { return inbox_.has_room(inbox_.capacity() / 4); }
+  /// Any thread, inside the RouteEpoch after accepting(): queue a command from a thread that
+  /// is not a worker; false if the inbox is full (counted in send_backpressure by callers).
+  bool post(const Command& c) { return inbox_->push(c); }
+  /// Any thread, inside the RouteEpoch after accepting(): room for a good share of the inbox.
+  bool has_room() const { return inbox_->has_room(inbox_->capacity() / 4); }
   /// Any thread: wake the shard if it sleeps.
   void notify() { wake_.notify(); }
   std::uint64_t kernel_wakeups() const { return wake_.kernel_notifies(); }
@@ -95,7 +106,11 @@ class Shard {
   SendStatus send_local(ConnectionId id, const char* p, std::size_t n);
   SendStatus close_local(ConnectionId id, CloseReason reason);
   SendStatus pause_local(ConnectionId id, bool pause);
-  void broadcast_local(const char* p, std::size_t n);
+  void multicast_local(MulticastBatch* b);
+  /// Owner thread: a command from this shard's handlers for a connection another shard hosts;
+  /// queued in order and pushed at the end of the pass (never refused for lack of room: while
+  /// too many wait, the clients whose messages produce them are not read).
+  SendStatus queue_remote(const Command& c);
   bool on_own_thread() const;
 
  private:
@@ -121,11 +136,17 @@ class Shard {
   bool deliver_frame(Conn* c, std::string_view frame);
   void on_eof(Conn* c);
   void close_after_worker(Conn* c, CloseReason reason);
+  void process_resumes();
+  void on_event_failure(const epoll_event& ev, const char* what);
+  void fail_conn(Conn* c, const char* what);
+  void wake_waiters();
+  void flow_pause(Conn* c, std::vector<ConnectionId>& list);
   void writable(Conn* c);
   void flush(Conn* c);
   void append(Conn* c, const char* p, std::size_t n);
   void adopt(Conn* c, SendBlock* b);
   bool over_cap(Conn* c, std::size_t more);
+  bool accepts_output(const Conn* c) const;
   void close_slow_consumer(Conn* c);
   void after_output_change(Conn* c);
   void mark_dirty(Conn* c);
@@ -144,6 +165,9 @@ class Shard {
   void apply(const Command& cmd);
   Conn* target_of(const Command& cmd);
   void drain_commands();
+  void drain_all();
+  void flush_remote();
+  void seal_and_drain();
   void emit(unsigned worker, const Event& e);
   void service_workers();
   void advance_stop();
@@ -174,13 +198,20 @@ class Shard {
   ConnectionTable& table_;
   Framer framer_;  // this shard's copy (framing config is immutable)
   ShardCounters counters_;
-  CommandInbox inbox_;
+  std::unique_ptr<CommandInbox> inbox_;
   std::vector<std::unique_ptr<CommandQueue>> from_workers_;
   std::vector<std::unique_ptr<EventQueue>> to_workers_;
   std::vector<std::unique_ptr<std::atomic<bool>>> drain_wanted_;
   std::thread thread_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> exited_{false};
+  std::atomic<bool> sealed_{false};
+ public:
+  // wait_writable(): threads waiting for room in our inbox (any thread).
+  std::atomic<int> waiters_{0};
+  std::mutex wait_mu_;
+  std::condition_variable wait_cv_;
+ private:
   std::atomic<std::uint64_t> moves_done_{0};
 
   // Owner-only state.
@@ -196,6 +227,11 @@ class Shard {
   std::size_t rbuf_size_ = 0;
   BlockPool pool_;
   std::vector<Conn*> dirty_;
+  std::vector<ConnectionId> resumes_;  // held frames to deliver from the loop, not a callback
+  Conn* delivering_ = nullptr;         // the connection whose frames are being delivered
+  Outgoing remote_;                    // inline handlers' commands for other shards
+  std::vector<ConnectionId> remote_paused_;  // not read while remote_ is over its bound
+  std::size_t remote_high_ = 0;
   std::vector<ConnectionId> timed_;
   std::vector<Conn*> graveyard_;
   std::vector<Command> cmd_batch_;
@@ -203,6 +239,7 @@ class Shard {
   std::unordered_map<std::uint64_t, std::vector<Command>> incoming_;
   Phase phase_ = Phase::serving;
   unsigned barrier_acks_ = 0;
+  bool stop_ready_reported_ = false;
   bool accept_paused_ = false;
   std::int64_t accept_resume_ms_ = 0;
   std::uint32_t fd_epoch_seen_ = 0;
@@ -232,6 +269,7 @@ class Shard {
   std::size_t move_rr_ = 0;
   std::int64_t grace_end_ms_ = 0;
   unsigned move_epoch_ = 0;
+  bool move_flipped_ = false;
   std::vector<AdoptBatch*> batches_;  // per target, being quiesced
   std::vector<AdoptBatch*> unsent_;   // target inbox was full: retry
 };

@@ -100,17 +100,32 @@ bool Shard::deliver_frame(Conn* c, std::string_view frame) {
   emit(c->worker, Event{c->id().value(), copy, static_cast<std::uint32_t>(frame.size()),
                         EventKind::message, 0});
   if (ob.size() > to_workers_[c->worker]->write_available() && !c->flow_paused) {
-    // The worker is behind: stop reading this client (TCP pushes back) until it catches up.
-    c->flow_paused = true;
-    if (!c->user_paused) counters_.paused.add();
-    ob.flow_paused.push_back(c->id());
-    mark_dirty(c);  // re-evaluates the epoll mask during flush
+    // The worker is behind: stop reading this client (TCP pushes back) until it catches up,
+    // and stop framing the chunk already read: its other frames wait in the connection's
+    // FrameState, so the outbox grows by at most one event per connection past the bound.
+    flow_pause(c, ob.flow_paused);
   }
-  return true;  // frames already read are never dropped: deliver the rest of this chunk
+  return c->reading();
 }
 
 void Shard::deliver(Conn* c, const char* p, std::size_t n) {
-  FeedStatus st = framer_.feed(c->frame, p, n, [&](std::string_view f) { return deliver_frame(c, f); });
+  // While frames are delivered, the handler may close the connection or make it fail: the
+  // frame buffer its `message` points into is only freed after the feed returns.
+  const ConnectionId id = c->id();
+  delivering_ = c;
+  FeedStatus st;
+  try {
+    st = framer_.feed(c->frame, p, n, [&](std::string_view f) { return deliver_frame(c, f); });
+  } catch (...) {
+    delivering_ = nullptr;
+    throw;  // dispatch() closes this connection only
+  }
+  delivering_ = nullptr;
+  if (table_.find(id, index_) != c) return;
+  if (c->state == ConnState::closing) {
+    c->frame.clear();
+    return;
+  }
   if (st == FeedStatus::error) {
     warn(std::string("framing error from ") + c->pub.getip() + ": " + to_string(c->frame.error()));
     c->frame.clear();
@@ -139,15 +154,14 @@ void Shard::on_eof(Conn* c) {
 
 void Shard::resume_reading(Conn* c) {
   if (!c->reading()) return;
-  if (c->frame.has_pending_frames()) {
-    const ConnectionId id = c->id();
-    FeedStatus st =
-        framer_.resume(c->frame, [&](std::string_view f) { return deliver_frame(c, f); });
-    if (table_.find(id, index_) != c) return;
-    if (st == FeedStatus::error) {
-      begin_close(c, CloseReason::framing_error);
-      return;
-    }
+  // The time spent paused was ours, not the client's: idle and frame clocks start again.
+  const std::uint32_t now = tick();
+  c->last_read_tick = now;
+  if (c->frame_start_tick != 0) c->frame_start_tick = now;
+  if (c->frame.has_pending_frames() && !c->resume_pending) {
+    // Delivered from the loop (process_resumes), never nested in the caller's callback.
+    c->resume_pending = true;
+    resumes_.push_back(c->id());
   }
   if (c->hup) c->hup = false;  // re-register; the kernel reports the hang-up again after reads
   mark_dirty(c);
@@ -312,8 +326,11 @@ void Shard::begin_close(Conn* c, CloseReason reason) {
   if (c->state == ConnState::closing || c->state == ConnState::lingering) return;
   c->state = ConnState::closing;
   c->reason = reason;
-  c->frame.clear();
-  if (!c->out.empty()) {
+  // Inside on_message_recv the handler's `message` may point into the frame buffer: deliver()
+  // frees it once the handler returned.
+  if (c != delivering_) c->frame.clear();
+  if (!c->out.empty() || reason == CloseReason::shutdown) {
+    // (At stop, sends may still be appended while it flushes: it is timed either way.)
     const auto& o = core_.options();
     set_deadline(c, now_ms_ + (reason == CloseReason::shutdown ? o.shutdown_timeout.count()
                                                                : o.linger_timeout.count()));
@@ -365,7 +382,7 @@ void Shard::retire(Conn* c, CloseReason reason) {
   if (reason == CloseReason::refused) counters_.refused.add();  // refused by the handler
   counters_.output_bytes.sub(c->out.bytes());
   c->out.clear(pool_);
-  c->frame.clear();
+  if (c != delivering_) c->frame.clear();
   if (outboxes_.empty()) {
     try {
       core_.handler().on_client_disconnect(c->pub, reason);

@@ -25,14 +25,14 @@ SendStatus Shard::send_local(ConnectionId id, SendBlock* block) {
       hold_if_incoming(Command{id.value(), block, block->size(), CommandKind::send, 0, 0})) {
     return SendStatus::ok;
   }
-  if (c == nullptr || c->state == ConnState::closing || c->state == ConnState::lingering) {
+  if (c == nullptr || !accepts_output(c)) {
     free_block(block);
     return SendStatus::closed;
   }
   if (over_cap(c, block->size())) {
     free_block(block);
     close_slow_consumer(c);
-    return SendStatus::backpressure;
+    return SendStatus::slow_consumer;
   }
   adopt(c, block);
   return SendStatus::ok;
@@ -43,12 +43,10 @@ SendStatus Shard::send_local(ConnectionId id, const char* p, std::size_t n) {
   if (c == nullptr && table_.live(id) && table_.owner(id.slot()) == index_) {
     return send_local(id, core_.make_send_block(Bytes(p, n), false));
   }
-  if (c == nullptr || c->state == ConnState::closing || c->state == ConnState::lingering) {
-    return SendStatus::closed;
-  }
+  if (c == nullptr || !accepts_output(c)) return SendStatus::closed;
   if (over_cap(c, n)) {
     close_slow_consumer(c);
-    return SendStatus::backpressure;
+    return SendStatus::slow_consumer;
   }
   if (n >= kDirectWriteMin && c->out.empty() && !c->moving && c->registered) {
     // A large send with nothing queued ahead of it: write it now from the caller's buffer
@@ -95,8 +93,29 @@ SendStatus Shard::pause_local(ConnectionId id, bool pause) {
   return SendStatus::ok;
 }
 
-void Shard::broadcast_local(const char* p, std::size_t n) {
-  table_.for_each_hosted(index_, [&](ConnectionId id) { (void)send_local(id, p, n); });
+bool Shard::accepts_output(const Conn* c) const {
+  // A connection closed by the server's stop still flushes: what is sent to it meanwhile
+  // (replies in flight when the stop began) goes out before its FIN, within shutdown_timeout.
+  return c->state == ConnState::open || c->state == ConnState::half_closed ||
+         (c->state == ConnState::closing && c->reason == CloseReason::shutdown);
+}
+
+void Shard::multicast_local(MulticastBatch* b) {
+  for (std::uint64_t v : b->ids) {
+    const ConnectionId id = ConnectionId::from_value(v);
+    retain_shared_payload(b->payload);
+    SendBlock* blk = make_shared_block(b->payload);
+    Conn* c = table_.find(id, index_);
+    if (c != nullptr) {
+      (void)send_local(id, blk);
+      continue;
+    }
+    // Not hosted here (being handed to us, or moved on): as a single send would be.
+    const Command one{v, blk, blk->size(), CommandKind::send, 0, 0};
+    if (Conn* t = target_of(one)) (void)send_local(t->id(), blk);
+  }
+  release_shared_payload(b->payload);
+  delete b;
 }
 
 

@@ -4,9 +4,10 @@
 // The giving shard R, for each batch (up to kBatch connections per target):
 //   1. takes them out of its epoll set and points their table slots' owner at the target T;
 //      from now on new commands for them go to T, which holds them (incoming_) until step 4;
-//   2. flips the RouteEpoch and waits until every sender that might have seen R as the owner
-//      has finished its push (quiet()), then drains its own queues: commands sent before the
-//      switch are applied here, in order, to the connections R still holds;
+//   2. flips the RouteEpoch (one mover at a time, see RouteEpoch::try_flip) and waits until
+//      every sender that might have seen R as the owner has finished its push (quiet()), then
+//      drains its own queues completely: commands sent before the switch are applied here, in
+//      order, to the connections R still holds, so none is left behind to overtake later ones;
 //   3. tells each connection's worker, through R's event queue after all earlier events, that
 //      the connection moved (the worker holds T's events for it until then);
 //   4. posts the Conn records to T (adopt); T registers them in its epoll, applies held
@@ -80,8 +81,15 @@ void Shard::advance_move() {
         if (!unsent_.empty()) return;
       }
       if (!batches_.empty()) {
-        if (!core_.route().quiet(move_epoch_)) return;
-        drain_commands();  // everything sent before the switch, applied here, in order
+        RouteEpoch& route = core_.route();
+        if (!move_flipped_) {
+          if (!route.try_flip(&move_epoch_)) return;  // another shard is switching: next pass
+          move_flipped_ = true;
+        }
+        if (!route.quiet(move_epoch_)) return;
+        route.done();
+        move_flipped_ = false;
+        drain_all();  // everything sent before the switch, applied here, in order, no budget
         hand_over_batch();
         if (!unsent_.empty()) return;
       }
@@ -108,7 +116,9 @@ bool Shard::start_batch() {
   table_.for_each_hosted(index_, [&](ConnectionId id) {
     if (taken >= limit) return;
     Conn* c = table_.find(id, index_);
-    if (c == nullptr || c->moving || c->state != ConnState::open) return;
+    // Closing and half-closed connections move too: a retiring shard waits for nothing but
+    // its lingering sockets (bounded by linger_timeout).
+    if (c == nullptr || c->moving) return;
     const std::size_t t = move_rr_++ % targets.size();
     if (batches_[t] == nullptr) batches_[t] = new AdoptBatch{index_, targets[t], {}};
     c->moving = true;
@@ -125,7 +135,7 @@ bool Shard::start_batch() {
     move_left_ = 0;
     return false;
   }
-  move_epoch_ = core_.route().flip();
+  move_flipped_ = false;  // advance_move() switches the epoch once no other mover is
   return true;
 }
 
@@ -144,6 +154,7 @@ void Shard::hand_over_batch() {
       table_.set_host(c->id().slot(), ConnectionTable::kInTransit);
       c->dirty = false;
       c->timed = false;
+      c->resume_pending = false;  // the new shard delivers held frames (adopt_batch)
       if (c->flow_paused) {
         c->flow_paused = false;  // the new shard has its own worker queues
         if (!c->user_paused) counters_.paused.sub();

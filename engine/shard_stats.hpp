@@ -23,6 +23,9 @@ class Counter {
 struct ShardCounters {
   Counter connections, accepts, refused, accept_errors, bytes_in, bytes_out, messages_in,
       messages_out, paused, output_bytes, warnings;
+  Counter overflow;  // gauge: commands for other shards waiting in the shard's Outgoing
+  // Sends refused for a full inbox; written by the refused senders (any thread): a true RMW.
+  std::atomic<std::uint64_t> send_backpressure{0};
   Counter closes[kCloseReasonCount];
   Counter busy_permille;   // share of the last second not spent in epoll_wait, 0..1000
   Counter events_per_sec;  // epoll events handled in the last second
@@ -44,6 +47,8 @@ struct ShardCounters {
     s.paused = paused.get();
     s.output_bytes = output_bytes.get();
     s.warnings = warnings.get();
+    s.overflow = overflow.get();
+    s.send_backpressure = send_backpressure.load(std::memory_order_relaxed);
     s.events_per_sec = events_per_sec.get();
     s.busy_ratio = static_cast<double>(busy_permille.get()) / 1000.0;
     std::uint64_t pushed = events_pushed.get();

@@ -22,7 +22,6 @@ Worker::Worker(ServerCore& core, unsigned index) : core_(core), index_(index) {
 }
 
 Worker::~Worker() {
-  for (std::size_t i = pending_head_; i < pending_.size(); ++i) dispose(pending_[i]);
   for (auto& [id, v] : held_) {
     for (const Held& h : v) dispose(h.event);
   }
@@ -37,55 +36,20 @@ void Worker::join() {
 }
 
 SendStatus Worker::queue_command(const Command& c) {
-  if (pending_.size() - pending_head_ >= 4 * core_.options().command_queue_capacity) {
+  if (pending_.size() >= 4 * core_.options().command_queue_capacity && !is_control(c.kind)) {
     dispose(c);
     return SendStatus::backpressure;
   }
-  pending_.push_back(c);
+  pending_.push(c);
   return SendStatus::ok;
 }
 
+void Worker::queue_control(const Command& c) { pending_.push(c); }
+
 bool Worker::flush_pending() {
-  if (pending_head_ == pending_.size()) return true;
-  ConnectionTable& table = core_.table();
-  std::uint64_t touched[4] = {0, 0, 0, 0};
-  bool all = true;
-  // The owner is resolved at push time, inside the route epoch (see RouteEpoch): a shard
-  // handing the connection over waits for this push before draining its queues.
-  const unsigned e = core_.route().enter();
-  std::size_t i = pending_head_;
-  for (; i < pending_.size(); ++i) {
-    const Command& c = pending_[i];
-    std::uint32_t target;
-    if (targets_shard(c.kind)) {
-      target = c.shard;
-    } else {
-      const ConnectionId id = ConnectionId::from_value(c.id);
-      target = table.live(id) ? table.owner(id.slot()) : ConnectionTable::kNoShard;
-    }
-    Shard* s = target < core_.shard_bound() ? core_.shard_ptr(target) : nullptr;
-    if (s == nullptr || s->exited()) {
-      dispose(c);  // the connection or its shard is gone
-      continue;
-    }
-    if (!s->from_worker(index_).push(c)) {
-      all = false;  // keep order: nothing after this one goes out before it
-      break;
-    }
-    touched[target >> 6] |= std::uint64_t{1} << (target & 63);
-  }
-  core_.route().exit(e);
-  pending_head_ = i;
-  if (pending_head_ == pending_.size()) {
-    pending_.clear();
-    pending_head_ = 0;
-  }
-  for (unsigned w = 0; w < 4; ++w) {
-    for (std::uint64_t m = touched[w]; m != 0; m &= m - 1) {
-      core_.shard_ptr(w * 64 + static_cast<unsigned>(__builtin_ctzll(m)))->notify();
-    }
-  }
-  return all;
+  return pending_.flush(core_, [this](Shard& s, const Command& c) {
+    return s.from_worker(index_).push(c);
+  });
 }
 
 bool Worker::any_event_queued() {
@@ -144,20 +108,21 @@ void Worker::run() {
     wake_.sleep_futex();
   }
   flush_pending();  // whatever is left goes to shards that have ended: disposed
+  pending_.clear();
 }
 
 void Worker::fail(WorkerConn& wc, const char* what, const char* detail) {
   warn(std::string("handler ") + what + " threw for " + wc.pub.getip() + ": " + detail);
   if (!wc.failed) {
     wc.failed = true;
-    queue_command(Command{wc.pub.id().value(), nullptr, 0, CommandKind::close,
+    queue_control(Command{wc.pub.id().value(), nullptr, 0, CommandKind::close,
                           static_cast<std::uint8_t>(CloseReason::handler_exception), 0});
   }
 }
 
 void Worker::handle(unsigned shard, const Event& e) {
   if (e.kind == EventKind::barrier) {
-    queue_command(Command{0, nullptr, 0, CommandKind::barrier_ack, 0,
+    queue_control(Command{0, nullptr, 0, CommandKind::barrier_ack, 0,
                           static_cast<std::uint8_t>(shard)});
     return;
   }
@@ -210,7 +175,7 @@ void Worker::process(unsigned shard, const Event& e) {
       try {
         if (!h.on_client_connect(wc.pub)) {
           wc.refused = true;
-          queue_command(Command{e.id, nullptr, 0, CommandKind::close,
+          queue_control(Command{e.id, nullptr, 0, CommandKind::close,
                                 static_cast<std::uint8_t>(CloseReason::refused), 0});
         }
       } catch (const std::exception& ex) {
@@ -265,7 +230,7 @@ void Worker::process(unsigned shard, const Event& e) {
       return;
     }
     case EventKind::eof:
-      queue_command(Command{e.id, nullptr, 0, CommandKind::eof_ack, 0, 0});
+      queue_control(Command{e.id, nullptr, 0, CommandKind::eof_ack, 0, 0});
       return;
     case EventKind::moved: {
       auto it = conns_.find(e.id);

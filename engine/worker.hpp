@@ -14,6 +14,7 @@
 
 #include "esockets/connection.hpp"
 #include "mailbox.hpp"
+#include "outgoing.hpp"
 #include "wakeup.hpp"
 
 namespace esockets::detail {
@@ -41,9 +42,12 @@ class Worker {
   std::uint64_t kernel_wakeups() const { return wake_.kernel_notifies(); }
 
   /// Worker thread: queue a command (pushed in batches, in call order, to the shard that owns
-  /// the connection at push time). Backpressure when this worker already holds too many
-  /// commands the shards have not taken yet.
+  /// the connection at push time). A user's send or close gets backpressure when this worker
+  /// already holds too many commands the shards have not taken yet; the engine's own replies
+  /// (acks, closes it decided) are always queued.
   SendStatus queue_command(const Command& c);
+  /// Worker thread: queue a reply the engine owes (ack, refusal, failure close): never refused.
+  void queue_control(const Command& c);
 
  private:
   struct Held {
@@ -68,8 +72,7 @@ class Worker {
   // Events that arrived from a shard the connection has not moved to yet (the old shard's
   // "moved" marker is still queued), or before its connect event.
   std::unordered_map<std::uint64_t, std::vector<Held>> held_;
-  std::vector<Command> pending_;
-  std::size_t pending_head_ = 0;
+  Outgoing pending_;  // commands for shards, in call order (see Outgoing)
   std::vector<Event> batch_;
   std::int64_t poll_ns_ = 0;           // ServerOptions::handoff_poll
   std::int64_t last_progress_ns_ = 0;  // when an event was last handled

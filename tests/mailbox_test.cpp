@@ -137,8 +137,15 @@ TEST(Mailbox, SharedPayloadFreedByLastReleaser) {
   for (std::uint32_t i = 0; i < kRefs; ++i) ts.emplace_back([sp] { release_shared_payload(sp); });
   for (auto& t : ts) t.join();
   // dispose() frees what commands own.
-  dispose(Command{0, make_shared_payload("x", 1, 1), 1, CommandKind::broadcast, 0});
+  dispose(Command{0, new MulticastBatch{make_shared_payload("x", 1, 1), {1, 2, 3}}, 3,
+                  CommandKind::multicast, 0});
   dispose(Command{0, make_block(10), 0, CommandKind::send, 0});
+  // A shared block holds a reference of its own: the payload outlives the first release.
+  SharedPayload* shared = make_shared_payload("abc", 3, 2);
+  SendBlock* blk = make_shared_block(shared);
+  EXPECT_EQ(std::string_view(blk->data() + blk->begin, blk->size()), "abc");
+  release_shared_payload(shared);
+  dispose(Command{0, blk, 3, CommandKind::send, 0});
   dispose(Command{0, nullptr, 0, CommandKind::close, 0});
   dispose(Event{0, std::malloc(10), 10, EventKind::message, 0});
   dispose(Event{0, new PeerAddress, 0, EventKind::connect, 0});

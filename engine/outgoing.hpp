@@ -1,0 +1,63 @@
+// Outgoing: the commands one engine thread (a worker, or a shard's inline handlers) sends to
+// connections hosted by shards, in call order, pushed in batches.
+// Thread: owned by that one thread.
+//
+// The target shard of each command is resolved when it is pushed, inside the RouteEpoch, not
+// when it was queued: a connection handed to another shard while its commands wait here is
+// reached on its new shard, and the hand-over waits for pushes that resolved the old one. A
+// command that does not fit stops the flush (nothing after it overtakes it), so per-connection
+// order holds whatever the queues do. A multicast is split by shard at push time; the ids whose
+// shard was full stay at the head.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "mailbox.hpp"
+
+namespace esockets::detail {
+
+class ServerCore;
+class Shard;
+
+class Outgoing {
+ public:
+  Outgoing() = default;
+  ~Outgoing();
+  Outgoing(const Outgoing&) = delete;
+  Outgoing& operator=(const Outgoing&) = delete;
+
+  void push(const Command& c) { items_.push_back(c); }
+  std::size_t size() const { return items_.size() - head_; }
+  bool empty() const { return head_ == items_.size(); }
+
+  /// Pushes in order with push(Shard&, const Command&) -> bool until one does not fit;
+  /// commands for connections (or shards) that are gone are disposed. Wakes every shard it
+  /// pushed to. Returns true when nothing is left.
+  template <class Push>
+  bool flush(ServerCore& core, Push&& push);
+
+  /// Disposes of everything (the thread is leaving and nobody can take it).
+  void clear();
+
+ private:
+  bool push_multicast(ServerCore& core, MulticastBatch* b, std::uint64_t* touched,
+                      bool (*push)(void*, Shard&, const Command&), void* ctx);
+  bool flush_erased(ServerCore& core, bool (*push)(void*, Shard&, const Command&), void* ctx);
+
+  std::vector<Command> items_;
+  std::size_t head_ = 0;
+  std::vector<std::uint64_t> by_shard_[256];  // scratch for splitting a multicast
+};
+
+template <class Push>
+bool Outgoing::flush(ServerCore& core, Push&& push) {
+  if (empty()) return true;
+  return flush_erased(
+      core,
+      [](void* ctx, Shard& s, const Command& c) { return (*static_cast<Push*>(ctx))(s, c); },
+      &push);
+}
+
+}  // namespace esockets::detail
