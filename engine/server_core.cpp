@@ -739,6 +739,8 @@ Stats ServerCore::stats() const {
     t.warnings += x.warnings;
     t.events_per_sec += x.events_per_sec;
     t.wakeups += x.wakeups;
+    t.send_backpressure += x.send_backpressure;
+    t.overflow += x.overflow;
     for (std::size_t r = 0; r < kCloseReasonCount; ++r) t.closes[r] += x.closes[r];
   }
   st.total.warnings += worker_warnings_.load(std::memory_order_relaxed);

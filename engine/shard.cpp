@@ -74,7 +74,9 @@ Shard::~Shard() {
   // Threads are joined; free whatever is still queued or held.
   Command cmd{};
   while (inbox_ && inbox_->pop(cmd)) dispose(cmd);
-  for (auto& q : from_workers_) q->consume_all([](const Command& x) { dispose(x); });
+  for (auto& q : from_workers_) {
+    if (q) q->consume_all([](const Command& x) { dispose(x); });
+  }
   for (auto& q : to_workers_) q->consume_all([](const Event& x) { dispose(x); });
   for (auto& ob : outboxes_) {
     for (std::size_t i = ob.head; i < ob.items.size(); ++i) dispose(ob.items[i]);

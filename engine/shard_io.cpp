@@ -32,6 +32,12 @@ constexpr int kIovMax = 64;
 
 void Shard::readable(Conn* c) {
   const ConnectionId id = c->id();
+  if (c->frame.has_pending_frames()) {
+    // Frames read earlier are still held (a pause stopped their delivery): they go first, and
+    // nothing more is read until they are all out, so held input never grows past one read.
+    deliver(c, nullptr, 0);
+    if (table_.find(id, index_) != c || !c->reading() || c->frame.has_pending_frames()) return;
+  }
   for (int i = 0; i < kReadBudget; ++i) {
     ssize_t n = ::recv(c->fd(), rbuf_.get(), rbuf_size_, 0);
     if (n > 0) {

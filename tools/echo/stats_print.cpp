@@ -38,6 +38,11 @@ void print_stats(std::FILE* out, const Stats& st) {
                st.imbalance.busy_ratio);
   std::fprintf(out, "wakeups: %" PRIu64 " (shards and workers woken by another thread)\n",
                st.total.wakeups);
+  std::fprintf(out,
+               "sends: would_block=%" PRIu64 " (backpressure: a full shard queue; retried by the "
+               "sender) closed_slow_consumer=%" PRIu64 " cross_shard_waiting=%" PRIu64 "\n",
+               st.total.send_backpressure, st.total.closes_by(CloseReason::slow_consumer),
+               st.total.overflow);
   std::fflush(out);
 }
 
