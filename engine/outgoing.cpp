@@ -15,7 +15,7 @@ void Outgoing::clear() {
 }
 
 bool Outgoing::push_multicast(ServerCore& core, MulticastBatch* b, std::uint64_t* touched,
-                              bool (*push)(void*, Shard&, const Command&), void* ctx) {
+                              PushFn put, void* ctx) {
   ConnectionTable& table = core.table();
   std::uint64_t used[4] = {0, 0, 0, 0};
   for (std::uint64_t v : b->ids) {
@@ -42,7 +42,7 @@ bool Outgoing::push_multicast(ServerCore& core, MulticastBatch* b, std::uint64_t
       ids = {};
       const Command c{0, part, static_cast<std::uint32_t>(part->ids.size()), CommandKind::multicast,
                       0, static_cast<std::uint8_t>(t)};
-      if (push(ctx, *s, c)) {
+      if (put(ctx, *s, c)) {
         touched[t >> 6] |= std::uint64_t{1} << (t & 63);
       } else {
         // This shard is full: its recipients stay queued, in order, for the next flush.
@@ -56,18 +56,17 @@ bool Outgoing::push_multicast(ServerCore& core, MulticastBatch* b, std::uint64_t
   return all;
 }
 
-bool Outgoing::flush_erased(ServerCore& core, bool (*push)(void*, Shard&, const Command&),
-                            void* ctx) {
+bool Outgoing::flush_erased(ServerCore& core, PushFn put, void* ctx) {
   ConnectionTable& table = core.table();
   std::uint64_t touched[4] = {0, 0, 0, 0};
   RouteEpoch& route = core.route();
   const unsigned e = route.enter();
   std::size_t i = head_;
   for (; i < items_.size(); ++i) {
-    const Command& c = items_[i];
+    const Command c = items_[i];  // a copy: applying a command may append to items_
     if (c.kind == CommandKind::multicast) {
       auto* b = static_cast<MulticastBatch*>(c.data);
-      if (!push_multicast(core, b, touched, push, ctx)) break;
+      if (!push_multicast(core, b, touched, put, ctx)) break;
       dispose(c);
       continue;
     }
@@ -83,7 +82,7 @@ bool Outgoing::flush_erased(ServerCore& core, bool (*push)(void*, Shard&, const 
       dispose(c);  // the connection or its shard is gone
       continue;
     }
-    if (!push(ctx, *s, c)) break;  // keep order: nothing after it goes out before it
+    if (!put(ctx, *s, c)) break;  // keep order: nothing after it goes out before it
     touched[target >> 6] |= std::uint64_t{1} << (target & 63);
   }
   // Wake inside the epoch: a shard that seals itself waits for us, so it is still whole.

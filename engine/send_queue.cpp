@@ -105,10 +105,16 @@ void SendQueue::append(const char* p, std::size_t n, BlockPool& pool) {
 
 void SendQueue::adopt(SendBlock* b, BlockPool& pool) {
   std::size_t n = b->size();
-  // Small payloads are cheaper copied into the tail than linked (a shared one is linked
-  // unless it is small: its header costs less than its bytes).
-  const bool copy = b->shared == nullptr || n <= kShareMin;
-  if (copy && tail_ != nullptr && n <= static_cast<std::size_t>(tail_->cap - tail_->end)) {
+  if (b->shared != nullptr && n <= kShareMin) {
+    // A small shared payload costs less copied than linked (a block header, an iovec and a
+    // reference count each): into the tail block, or a fresh pooled one, as a local send.
+    append(b->data() + b->begin, n, pool);
+    free_block(b);
+    return;
+  }
+  // Small private blocks are copied into the tail when it has room; large ones are linked.
+  if (b->shared == nullptr && tail_ != nullptr &&
+      n <= static_cast<std::size_t>(tail_->cap - tail_->end)) {
     std::memcpy(tail_->data() + tail_->end, b->data() + b->begin, n);
     tail_->end += static_cast<std::uint32_t>(n);
     bytes_ += n;

@@ -216,14 +216,20 @@ void ServerCore::start() {
   control_ = std::thread([this] { control_loop(); });
 }
 
+namespace {
+// The ServerCore whose stop this thread is running (its shutdown callbacks may call stop()).
+thread_local const ServerCore* tls_stopping = nullptr;
+}  // namespace
+
 void ServerCore::stop() {
-  if (tls_context.core == this) {
-    // An engine thread (or the control thread) cannot wait for the engine threads: start the
-    // stop and return; wait() and ~Server wait for it.
+  if (tls_context.core == this || tls_stopping == this) {
+    // An engine thread, the control thread, or a shutdown callback of the stop in progress on
+    // this thread cannot wait for the stop to end: it is under way (or requested) already.
     request_stop();
     return;
   }
   do_stop();
+  std::lock_guard lk(control_mu_);  // several threads may be stopping at once
   if (control_.joinable()) {
     request_stop();  // the control thread finds the server stopped and leaves
     control_.join();
@@ -242,6 +248,10 @@ void ServerCore::do_stop() {
     state_.store(State::stopping, std::memory_order_release);
   }
   std::lock_guard rl(resize_mu_);  // a set_shards/rebalance in progress finishes first
+  tls_stopping = this;
+  struct Reset {
+    ~Reset() { tls_stopping = nullptr; }
+  } reset;
   try {
     handler_.on_server_shutting_down(server_);
   } catch (...) {
@@ -520,6 +530,14 @@ bool usable(const std::unique_ptr<ConnectionTable>& t, ConnectionId id) {
 }
 }  // namespace
 
+bool ServerCore::direct_ok(int shard, ConnectionId id) const {
+  // The calling shard applies a command at once only if it owns the connection and nothing it
+  // queued earlier still waits in its Outgoing list: an older command there (queued while the
+  // connection lived on another shard that has since handed it to us) must not be overtaken.
+  const Shard& s = *shard_ptr(static_cast<unsigned>(shard));
+  return table_->owner(id.slot()) == static_cast<std::uint32_t>(shard) && s.remote_empty();
+}
+
 SendStatus ServerCore::send(ConnectionId id, Bytes bytes, bool framed) {
   if (state_.load(std::memory_order_acquire) == State::idle || !usable(table_, id)) {
     return SendStatus::closed;
@@ -530,8 +548,7 @@ SendStatus ServerCore::send(ConnectionId id, Bytes bytes, bool framed) {
     return SendStatus::slow_consumer;
   }
   const ThreadContext& ctx = tls_context;
-  if (ctx.core == this && ctx.shard >= 0 &&
-      table_->owner(id.slot()) == static_cast<std::uint32_t>(ctx.shard)) {
+  if (ctx.core == this && ctx.shard >= 0 && direct_ok(ctx.shard, id)) {
     Shard& s = *shard_ptr(static_cast<unsigned>(ctx.shard));
     if (!framed) return s.send_local(id, bytes.data(), bytes.size());
     SendBlock* b = make_send_block(bytes, framed);
@@ -548,8 +565,7 @@ SendStatus ServerCore::close(ConnectionId id, CloseReason reason) {
     return SendStatus::closed;
   }
   const ThreadContext& ctx = tls_context;
-  if (ctx.core == this && ctx.shard >= 0 &&
-      table_->owner(id.slot()) == static_cast<std::uint32_t>(ctx.shard)) {
+  if (ctx.core == this && ctx.shard >= 0 && direct_ok(ctx.shard, id)) {
     return shard_ptr(static_cast<unsigned>(ctx.shard))->close_local(id, reason);
   }
   return route_command(
@@ -561,8 +577,7 @@ SendStatus ServerCore::set_paused(ConnectionId id, bool pause) {
     return SendStatus::closed;
   }
   const ThreadContext& ctx = tls_context;
-  if (ctx.core == this && ctx.shard >= 0 &&
-      table_->owner(id.slot()) == static_cast<std::uint32_t>(ctx.shard)) {
+  if (ctx.core == this && ctx.shard >= 0 && direct_ok(ctx.shard, id)) {
     return shard_ptr(static_cast<unsigned>(ctx.shard))->pause_local(id, pause);
   }
   return route_command(Command{id.value(), nullptr, 0,
@@ -611,7 +626,7 @@ MulticastResult ServerCore::multicast(std::span<const ConnectionId> ids, Bytes b
       ++r.closed;
       continue;
     }
-    if (own >= 0 && table_->owner(id.slot()) == static_cast<std::uint32_t>(own)) {
+    if (own >= 0 && direct_ok(own, id)) {
       // Hosted by the calling shard: applied now, in order with its direct sends.
       retain_shared_payload(payload);
       switch (shard_ptr(static_cast<unsigned>(own))->send_local(id, make_shared_block(payload))) {

@@ -119,6 +119,7 @@ class ServerCore {
   void do_stop();
   void control_loop();
   SendStatus post_foreign(const Command& cmd);
+  bool direct_ok(int shard, ConnectionId id) const;
   SendStatus route_command(const Command& cmd);
   Shard* add_shard_locked(int listen_fd);
   void retire_shard_locked();
@@ -161,6 +162,7 @@ class ServerCore {
   std::atomic<State> state_{State::idle};
   int stop_efd_ = -1;     // request_stop() writes it; the control thread reads it
   std::thread control_;   // runs a requested stop (from a signal handler or a handler)
+  std::mutex control_mu_;  // joins control_ once
   std::mutex resize_mu_;  // serialises start/stop/set_shards/rebalance
   std::mutex life_mu_;
   std::condition_variable life_cv_;

@@ -237,7 +237,8 @@ void Shard::seal_and_drain() {
   for (int round = 0; round < 1000; ++round) {
     drain_all();
     // Forwards and flushes below may find their targets full for a moment.
-    const bool out = remote_.flush(core_, [](Shard& t, const Command& c) { return t.post(c); });
+    const bool out =
+        remote_.flush(core_, [this](Shard& t, const Command& c) { return push_or_apply(t, c); });
     for (AdoptBatch* b : std::exchange(unsent_, {})) send_batch(b);
     service_workers();
     bool pending = !out || !unsent_.empty();
@@ -348,7 +349,7 @@ void Shard::drain_all() {
 
 void Shard::flush_remote() {
   if (remote_.empty() && remote_paused_.empty()) return;
-  (void)remote_.flush(core_, [](Shard& t, const Command& c) { return t.post(c); });
+  (void)remote_.flush(core_, [this](Shard& t, const Command& c) { return push_or_apply(t, c); });
   counters_.overflow.set(remote_.size());
   if (remote_.size() <= remote_high_ / 2 && !remote_paused_.empty()) {
     // The targets caught up: read the clients whose messages made the overflow again.
@@ -363,6 +364,17 @@ void Shard::flush_remote() {
       }
     }
   }
+}
+
+bool Shard::push_or_apply(Shard& target, const Command& c) {
+  // A command queued for another shard whose connection has since been handed to us is
+  // applied here, now, in its place in the list (our inbox may hold nothing of it: a direct
+  // send made after the list emptied would overtake it there).
+  if (&target == this) {
+    apply(c);
+    return true;
+  }
+  return target.post(c);
 }
 
 SendStatus Shard::queue_remote(const Command& c) {

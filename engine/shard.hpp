@@ -111,6 +111,8 @@ class Shard {
   /// queued in order and pushed at the end of the pass (never refused for lack of room: while
   /// too many wait, the clients whose messages produce them are not read).
   SendStatus queue_remote(const Command& c);
+  /// Owner thread: nothing waits in the Outgoing list (direct application keeps order).
+  bool remote_empty() const { return remote_.empty(); }
   bool on_own_thread() const;
 
  private:
@@ -128,6 +130,7 @@ class Shard {
   // shard_io.cpp: the connection state machine.
   void accept_ready();
   void setup_accepted(int fd, const PeerAddress& peer);
+  void close_refused(int fd);
   void pause_accepting(std::int64_t until_ms);
   void resume_accepting();
   void readable(Conn* c);
@@ -167,6 +170,7 @@ class Shard {
   void drain_commands();
   void drain_all();
   void flush_remote();
+  bool push_or_apply(Shard& target, const Command& c);
   void seal_and_drain();
   void emit(unsigned worker, const Event& e);
   void service_workers();
@@ -270,6 +274,8 @@ class Shard {
   std::int64_t grace_end_ms_ = 0;
   unsigned move_epoch_ = 0;
   bool move_flipped_ = false;
+  bool move_drained_ = false;          // the batch's queues are drained; waiting for remote_
+  std::uint64_t move_remote_mark_ = 0;  // remote_ commands queued before the batch started
   std::vector<AdoptBatch*> batches_;  // per target, being quiesced
   std::vector<AdoptBatch*> unsent_;   // target inbox was full: retry
 };

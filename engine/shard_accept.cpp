@@ -52,7 +52,7 @@ void Shard::accept_ready() {
       counters_.closes[static_cast<std::size_t>(CloseReason::refused)].add();
       warn("connection refused: max_connections (" + std::to_string(core_.max_connections()) +
            ") reached");
-      ::close(fd);
+      close_refused(fd);
       continue;
     }
     in_use.fetch_add(1, std::memory_order_relaxed);
@@ -72,6 +72,19 @@ void Shard::accept_ready() {
     }
     setup_accepted(fd, peer);
   }
+}
+
+void Shard::close_refused(int fd) {
+  // Over the limit there is no room to linger, but closing with unread input would answer the
+  // client's request with RST: read what already arrived, send FIN, then close (the client
+  // sees EOF; only bytes it sends after being refused can still draw a reset).
+  char buf[4096];
+  for (int i = 0; i < 16; ++i) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0) break;
+  }
+  ::shutdown(fd, SHUT_WR);
+  ::close(fd);
 }
 
 void Shard::setup_accepted(int fd, const PeerAddress& peer) {

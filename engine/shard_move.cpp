@@ -80,7 +80,7 @@ void Shard::advance_move() {
         for (AdoptBatch* b : retry) send_batch(b);
         if (!unsent_.empty()) return;
       }
-      if (!batches_.empty()) {
+      if (!batches_.empty() && !move_drained_) {
         RouteEpoch& route = core_.route();
         if (!move_flipped_) {
           if (!route.try_flip(&move_epoch_)) return;  // another shard is switching: next pass
@@ -90,6 +90,16 @@ void Shard::advance_move() {
         route.done();
         move_flipped_ = false;
         drain_all();  // everything sent before the switch, applied here, in order, no budget
+        move_drained_ = true;
+      }
+      if (!batches_.empty()) {
+        // What the moving connections' handlers sent to other shards leaves before they do:
+        // on their new shard their next sends must not overtake those (per-sender order).
+        if (!remote_.flushed_through(move_remote_mark_)) {
+          flush_remote();
+          if (!remote_.flushed_through(move_remote_mark_)) return;
+        }
+        move_drained_ = false;
         hand_over_batch();
         if (!unsent_.empty()) return;
       }
@@ -136,6 +146,8 @@ bool Shard::start_batch() {
     return false;
   }
   move_flipped_ = false;  // advance_move() switches the epoch once no other mover is
+  move_drained_ = false;
+  move_remote_mark_ = remote_.pushed_count();  // the moving connections produce no more
   return true;
 }
 

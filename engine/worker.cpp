@@ -18,10 +18,12 @@ constexpr std::size_t kEventBatch = 256;
 
 Worker::Worker(ServerCore& core, unsigned index) : core_(core), index_(index) {
   batch_.resize(kEventBatch);
+  high_mark_ = core.options().command_queue_capacity;
   poll_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(core.options().handoff_poll).count();
 }
 
 Worker::~Worker() {
+  for (std::size_t i = stash_head_; i < stash_.size(); ++i) dispose(stash_[i].event);
   for (auto& [id, v] : held_) {
     for (const Held& h : v) dispose(h.event);
   }
@@ -36,10 +38,7 @@ void Worker::join() {
 }
 
 SendStatus Worker::queue_command(const Command& c) {
-  if (pending_.size() >= 4 * core_.options().command_queue_capacity && !is_control(c.kind)) {
-    dispose(c);
-    return SendStatus::backpressure;
-  }
+  // Never refused: memory is bounded by taking no further event while too many wait (run()).
   pending_.push(c);
   return SendStatus::ok;
 }
@@ -65,19 +64,41 @@ void Worker::run() {
   const std::size_t low_mark = core_.options().worker_queue_capacity / 2;
   while (true) {
     if (!flush_pending()) {
-      // A shard is behind on our commands: wait for it rather than pile up more work.
+      // A shard is behind on our commands: wait for it rather than pile up more work (its
+      // events wait in its queue, so it stops reading the clients that produce them).
       std::this_thread::sleep_for(std::chrono::microseconds(50));
       continue;
     }
     bool progress = false;
+    if (stash_head_ < stash_.size()) {
+      // Events popped earlier whose handling was stopped because too many commands waited.
+      progress = true;
+      while (stash_head_ < stash_.size() && pending_.size() <= high_mark_) {
+        const Held h = stash_[stash_head_++];
+        handle(h.shard, h.event);
+      }
+      if (stash_head_ == stash_.size()) {
+        stash_.clear();
+        stash_head_ = 0;
+      }
+      continue;
+    }
     const unsigned bound = core_.shard_bound();
     for (unsigned s = 0; s < bound; ++s) {
       Shard& sh = *core_.shard_ptr(s);
       EventQueue& q = sh.to_worker(index_);
-      const std::size_t n = q.pop(batch_.data(), batch_.size());
+      const std::size_t n = pending_.size() > high_mark_ ? 0 : q.pop(batch_.data(), batch_.size());
       if (n > 0) {
         progress = true;
-        for (std::size_t i = 0; i < n; ++i) handle(s, batch_[i]);
+        for (std::size_t i = 0; i < n; ++i) {
+          handle(s, batch_[i]);
+          if (pending_.size() > high_mark_ && i + 1 < n) {
+            // One batch of events may fan out into far more commands than the queues take:
+            // keep the rest for after the flush (in order), so memory stays bounded.
+            for (std::size_t k = i + 1; k < n; ++k) stash_.push_back(Held{s, batch_[k]});
+            break;
+          }
+        }
         sh.counters().events_popped.fetch_add(n, std::memory_order_relaxed);
       }
       auto& wanted = sh.drain_wanted(index_);
@@ -92,7 +113,7 @@ void Worker::run() {
     }
     if (!flush_pending()) continue;
     // Every shard has ended and pushed its last event; nothing is left to read.
-    if (core_.workers_should_exit() && !any_event_queued()) break;
+    if (core_.workers_should_exit() && !any_event_queued() && stash_.empty()) break;
     if (poll_ns_ > 0 && monotonic_ns() - last_progress_ns_ < poll_ns_) {
       // Traffic was here a moment ago: poll a little longer rather than pay a wake-up. Yield
       // while polling: on a machine with more threads than cores a pure spin takes the core

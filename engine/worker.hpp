@@ -42,9 +42,8 @@ class Worker {
   std::uint64_t kernel_wakeups() const { return wake_.kernel_notifies(); }
 
   /// Worker thread: queue a command (pushed in batches, in call order, to the shard that owns
-  /// the connection at push time). A user's send or close gets backpressure when this worker
-  /// already holds too many commands the shards have not taken yet; the engine's own replies
-  /// (acks, closes it decided) are always queued.
+  /// the connection at push time). Never refused: while more than command_queue_capacity wait,
+  /// the worker takes no further event (its shards then stop reading the clients).
   SendStatus queue_command(const Command& c);
   /// Worker thread: queue a reply the engine owes (ack, refusal, failure close): never refused.
   void queue_control(const Command& c);
@@ -74,6 +73,9 @@ class Worker {
   std::unordered_map<std::uint64_t, std::vector<Held>> held_;
   Outgoing pending_;  // commands for shards, in call order (see Outgoing)
   std::vector<Event> batch_;
+  std::vector<Held> stash_;  // popped events waiting for pending_ to fall under high_mark_
+  std::size_t stash_head_ = 0;
+  std::size_t high_mark_ = 0;
   std::int64_t poll_ns_ = 0;           // ServerOptions::handoff_poll
   std::int64_t last_progress_ns_ = 0;  // when an event was last handled
   std::int64_t warn_window_ms_ = 0;

@@ -2,6 +2,8 @@
 # Builds esockets and runs the whole test suite three times: Release, ASan+UBSan, TSan.
 # Heavy tests scale their counts down under the sanitizers (ESOCKETS_TEST_SCALE).
 # Then a short libFuzzer run of the framers (clang), replaying the corpus first.
+# Each configuration fails if ctest finds no tests or fewer than tests/expected_test_count.txt
+# expects for it (tests that silently dropped out of the build).
 # Usage: tools/test.sh [release|asan|tsan|fuzz ...]   (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,25 @@ if [ "$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null || echo 28)" -gt 28 ]; then
   tsan_prefix=(setarch "$(uname -m)" -R)
 fi
 
+# Fails unless ctest finds at least the number of tests tests/expected_test_count.txt gives for
+# this configuration: a test file, directory or target that drops out of the build is caught
+# even though the tests that remain pass. Discovery runs the test binaries, hence the prefix.
+check_test_count() {
+  local name=$1 dir=$2; shift 2
+  local floor found
+  floor=$(awk -v c="$name" '$1 == c { print $2 }' tests/expected_test_count.txt)
+  if [ -z "$floor" ]; then
+    echo "tools/test.sh: no test count for '$name' in tests/expected_test_count.txt" >&2
+    return 1
+  fi
+  found=$("$@" ctest --test-dir "$dir" -N | sed -n 's/^Total Tests: *//p') || found=""
+  if [ -z "$found" ] || [ "$found" -lt "$floor" ]; then
+    echo "tools/test.sh: $name: ctest finds ${found:-no} tests, expected at least $floor" \
+      "(tests/expected_test_count.txt): tests are missing from the build" >&2
+    return 1
+  fi
+}
+
 run_config() {
   local name=$1 dir=build/$1; shift
   echo "=== esockets: $name build ==="
@@ -24,13 +45,14 @@ run_config() {
   cmake --build "$dir" -j"$jobs"
   echo "=== esockets: $name tests ==="
   local start=$SECONDS
+  local run=()
   if [ "$name" = tsan ]; then
-    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-      "${tsan_prefix[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 600
+    run=(env "TSAN_OPTIONS=halt_on_error=1 second_deadlock_stack=1" "${tsan_prefix[@]}")
   else
-    ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" \
-      ctest --test-dir "$dir" --output-on-failure --timeout 600
+    run=(env "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1" "UBSAN_OPTIONS=print_stacktrace=1")
   fi
+  check_test_count "$name" "$dir" "${run[@]}"
+  "${run[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 600 --no-tests=error
   echo "=== esockets: $name passed in $((SECONDS - start)) s ==="
 }
 

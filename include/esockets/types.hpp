@@ -15,7 +15,8 @@ using Bytes = std::string_view;
 /// Identity of one connection for its whole life, safe to hold in any thread.
 /// Layout (64 bits): shard (8) | slot (24, the fd) | generation (32, odd while live).
 /// A stale id (its connection closed, the fd maybe reused) never reaches another client:
-/// every call made with it reports Closed.
+/// every call made with it reports Closed (within 2^31 reuses of the same fd number, after
+/// which the 32-bit generation comes round).
 class ConnectionId {
  public:
   constexpr ConnectionId() = default;

@@ -1,119 +1,32 @@
 // End-to-end tests of esockets-flood: the tool runs as a subprocess against test_server.hpp.
 #include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
-#include <chrono>
-#include <cstdio>
-#include <fstream>
+#include <atomic>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "mini_json.hpp"
 #include "tcp_segments.hpp"
 #include "test_server.hpp"
+#include "tool_runner.hpp"
 
-#ifndef ESOCKETS_FLOOD_PATH
-#error "ESOCKETS_FLOOD_PATH must point at the built esockets-flood"
-#endif
-#ifndef ESOCKETS_TEST_SCALE
-#define ESOCKETS_TEST_SCALE 1
-#endif
-
+using floodtest::errors_total;
+using floodtest::FloodTest;
 using floodtest::JParser;
 using floodtest::JValue;
+using floodtest::ok_exit;
 using floodtest::ServerConfig;
+using floodtest::slurp;
 using floodtest::TestServer;
+using floodtest::ToolRun;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-    std::ifstream f(path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
-
-struct ToolRun {
-    int code = -1;
-    std::string out, err, json_text;
-    JValue json;
-    bool json_ok = false;
-};
-
-class FloodTest : public ::testing::Test {
-protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/floodtest.XXXXXX";
-        ASSERT_NE(mkdtemp(tmpl), nullptr);
-        dir_ = tmpl;
-    }
-    void TearDown() override {
-        for (const char* f : {"/out", "/err", "/result.json", "/stream.jsonl"}) ::unlink((dir_ + f).c_str());
-        ::rmdir(dir_.c_str());
-    }
-    std::string path(const char* f) const { return dir_ + f; }
-
-    // Runs the tool with args (plus --json into the temp dir), killing it after timeout_s.
-    ToolRun flood(std::vector<std::string> args, int timeout_s = 30, bool with_json = true) {
-        if (with_json) {
-            args.insert(args.begin(), path("/result.json"));
-            args.insert(args.begin(), "--json");
-        }
-        ::unlink(path("/result.json").c_str());
-        std::vector<char*> argv;
-        std::string exe = ESOCKETS_FLOOD_PATH;
-        argv.push_back(exe.data());
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        const std::string out = path("/out"), err = path("/err");
-        pid_t pid = fork();
-        if (pid == 0) {
-            int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            dup2(o, 1);
-            dup2(e, 2);
-            execv(argv[0], argv.data());
-            _exit(127);
-        }
-        ToolRun r;
-        int st = 0;
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-        for (;;) {
-            pid_t w = waitpid(pid, &st, WNOHANG);
-            if (w == pid) break;
-            if (std::chrono::steady_clock::now() > deadline) {
-                kill(pid, SIGKILL);
-                waitpid(pid, &st, 0);
-                ADD_FAILURE() << "esockets-flood did not finish within " << timeout_s << " s";
-                return r;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-        r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        r.out = slurp(out);
-        r.err = slurp(err);
-        if (with_json) {
-            r.json_text = slurp(path("/result.json"));
-            r.json_ok = !r.json_text.empty() && JParser(r.json_text).parse(r.json);
-        }
-        return r;
-    }
-    std::string dir_;
-};
-
 std::string port_arg(const TestServer& s) { return std::to_string(s.port()); }
-
-double errors_total(const ToolRun& r) { return r.json["errors"]["total"].num(); }
-
-// Exit 5 means the tool judged its own measurement invalid (e.g. an overloaded shared CI machine):
-// not a functional failure for tests that check something else.
-bool ok_exit(const ToolRun& r) { return r.code == 0 || r.code == 5; }
 
 }  // namespace
 

@@ -26,6 +26,7 @@ const char* mode_name(Mode m) {
     case Mode::Slowread: return "slowread";
     case Mode::Halfclose: return "halfclose";
     case Mode::Reset: return "reset";
+    case Mode::Pubsub: return "pubsub";
     }
     return "?";
 }
@@ -41,6 +42,14 @@ const char* framing_name(Framing f) {
 
 bool is_hostile(Mode m) {
     return m == Mode::Slowloris || m == Mode::Slowread || m == Mode::Halfclose || m == Mode::Reset;
+}
+
+bool has_replies(Mode m) {
+    return m != Mode::Idle && m != Mode::Storm && m != Mode::Reset && m != Mode::Pubsub;
+}
+
+bool counts_lost(Mode m) {
+    return m == Mode::Pingpong || m == Mode::Pipeline || m == Mode::Rate || m == Mode::Firehose || m == Mode::Churn;
 }
 
 std::uint32_t Options::max_size() const {
@@ -67,7 +76,12 @@ void print_help(const char* argv0) {
         "  slowloris       send each request one byte at a time (--slow-delay)\n"
         "  slowread        send requests, read replies slowly (--slow-read-bytes per --slow-delay)\n"
         "  halfclose       send a request, shutdown(SHUT_WR), expect the whole reply then EOF\n"
-        "  reset           send half a request then abort with RST (SO_LINGER {1,0})\n\n"
+        "  reset           send half a request then abort with RST (SO_LINGER {1,0})\n"
+        "  pubsub          publish/subscribe against a line server such as esockets-chat: -c N\n"
+        "                  subscriber connections each send SUB <room> and wait for OK SUB <room>;\n"
+        "                  then --publishers connections send numbered PUB <room> p<id> <seq> <t> <pad>\n"
+        "                  lines; every subscriber checks it gets every message of every publisher of\n"
+        "                  its rooms (MSG <room> ...) exactly once and in that publisher's order\n\n"
         "Target and connections:\n"
         "  --host H                 target IPv4 address or name (default 127.0.0.1)\n"
         "  --port P                 target port (required)\n"
@@ -95,12 +109,28 @@ void print_help(const char* argv0) {
         "                           echo = same length as request; line = '\\n'-terminated (request\n"
         "                           is payload+'\\n'); length-prefixed = big-endian length header\n"
         "  --prefix-bytes 1|2|4     header size for length-prefixed framing (default 4)\n"
-        "  --verify                 check replies byte-for-byte; mismatches count as verify_mismatch\n"
+        "  --verify                 stamp a per-connection sequence number into the first min(size,12)\n"
+        "                           bytes of every request and check every reply: its number (lost,\n"
+        "                           duplicated and reordered replies are counted apart) and its other\n"
+        "                           bytes (mismatches count as verify_mismatch); any of them exits 6\n"
         "  --response-timeout MS    count response_timeout for requests hanging longer (default 5000)\n"
         "  --keepalive SEC          idle mode: send one byte every SEC seconds per connection\n"
         "  --poisson                rate mode: Poisson arrivals instead of uniform spacing\n"
         "  --slow-delay MS          slowloris byte interval / slowread read interval (default 100)\n"
         "  --slow-read-bytes N      slowread: bytes read per interval, 0 = never read (default 16)\n\n"
+        "Publish/subscribe (pubsub mode; -c N = subscribers, --size = PUB text length):\n"
+        "  --publishers P           publisher connections, in addition to -c (default 1)\n"
+        "  --rooms R                rooms room0..room<R-1>; publisher k publishes to room k mod R\n"
+        "                           (default 1)\n"
+        "  --subscriptions K        rooms each subscriber joins: subscriber s joins rooms s*K ..\n"
+        "                           s*K+K-1 mod R (default 1; K <= R and N x K >= R)\n"
+        "  --messages M             messages per publisher, 0 = until --duration (default 0)\n"
+        "  --window W               a publisher runs at most W messages ahead of their delivery to\n"
+        "                           all subscribers of its room (default 64)\n"
+        "  Reported: published, expected and delivered deliveries, lost (never arrived by the end\n"
+        "  of --drain), duplicated, reordered (arrived after a later message of the same\n"
+        "  publisher), corrupted (verify_mismatch), deliveries/s and delivery latency (PUB written\n"
+        "  to MSG read). One process only (no --procs).\n\n"
         "Output:\n"
         "  --json FILE              write the result as JSON (schema 1)\n"
         "  --json-stream FILE       write per-second progress as JSON lines\n"
@@ -109,7 +139,9 @@ void print_help(const char* argv0) {
         "  --help                   this text\n\n"
         "Exit codes:\n"
         "  0 success; 1 other failure; 2 bad arguments; 3 errors over --max-errors;\n"
-        "  4 requested connections not reached; 5 tool saturated (result marked \"valid\": false)\n",
+        "  4 requested connections not reached; 5 tool saturated (result marked \"valid\": false);\n"
+        "  6 delivery check failed (--verify or pubsub: lost, duplicated, reordered or corrupted\n"
+        "  messages, or pubsub subscriptions never confirmed). When several apply: 4, 3, 6, 5.\n",
         argv0);
 }
 
@@ -169,7 +201,7 @@ bool parse_mode(const std::string& s, Mode& m) {
         {"idle", Mode::Idle}, {"pingpong", Mode::Pingpong}, {"pipeline", Mode::Pipeline},
         {"rate", Mode::Rate}, {"firehose", Mode::Firehose}, {"storm", Mode::Storm},
         {"churn", Mode::Churn}, {"slowloris", Mode::Slowloris}, {"slowread", Mode::Slowread},
-        {"halfclose", Mode::Halfclose}, {"reset", Mode::Reset}};
+        {"halfclose", Mode::Halfclose}, {"reset", Mode::Reset}, {"pubsub", Mode::Pubsub}};
     for (auto& [n, mm] : names)
         if (s == n) {
             m = mm;
@@ -306,6 +338,26 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err, bool& wa
             else if (a == "--requests") o.requests = u;
             else if (a == "--max-errors") o.max_errors = static_cast<std::int64_t>(u);
             else o.slow_read_bytes = static_cast<std::uint32_t>(u);
+        } else if (a == "--publishers" || a == "--rooms" || a == "--subscriptions" || a == "--messages" ||
+                   a == "--window") {
+            if (!need(val)) return false;
+            if (!parse_u64(val, u)) return bad("expected a non-negative integer");
+            if (o.pubsub_flag.empty()) o.pubsub_flag = a;
+            if (a == "--publishers") {
+                if (u < 1 || u > 100000) return bad("expected 1..100000 publisher connections");
+                o.publishers = u;
+            } else if (a == "--rooms") {
+                if (u < 1 || u > 100000) return bad("expected 1..100000 rooms");
+                o.rooms = u;
+            } else if (a == "--subscriptions") {
+                if (u < 1 || u > 1024) return bad("expected 1..1024 rooms per subscriber");
+                o.subscriptions = u;
+            } else if (a == "--window") {
+                if (u < 1 || u > 1'000'000) return bad("expected 1..1000000 messages");
+                o.window = u;
+            } else {
+                o.messages = u;
+            }
         } else if (a.size() > 1 && a[0] == '-' && !(a.size() > 1 && a[1] >= '0' && a[1] <= '9')) {
             err = "unknown option '" + a + "' (see --help)";
             return false;
@@ -315,7 +367,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err, bool& wa
     }
     if (pos.empty()) {
         err = "missing MODE (idle, pingpong, pipeline D, rate R, firehose, storm, churn K, slowloris, "
-              "slowread, halfclose, reset)";
+              "slowread, halfclose, reset, pubsub)";
         return false;
     }
     if (!parse_mode(pos[0], o.mode)) {
@@ -385,11 +437,53 @@ bool finalize_options(Options& o, std::string& err) {
         err = "--ramp + --warmup must be shorter than --duration";
         return false;
     }
+    const bool pubsub = o.mode == Mode::Pubsub;
+    if (!pubsub && !o.pubsub_flag.empty()) {
+        err = o.pubsub_flag + " only applies to the pubsub mode";
+        return false;
+    }
+    if (pubsub) {
+        if (o.procs != 1) {
+            err = "pubsub runs in one process (subscribers check publishers' counts in memory): drop --procs";
+            return false;
+        }
+        if (o.requests != 0) {
+            err = "pubsub is bounded by --messages M (per publisher), not --requests";
+            return false;
+        }
+        if (o.subscriptions > o.rooms) {
+            err = "--subscriptions " + std::to_string(o.subscriptions) + " is more than --rooms " +
+                  std::to_string(o.rooms) + "; a subscriber joins distinct rooms";
+            return false;
+        }
+        const std::uint64_t streams = o.conns * o.subscriptions * ((o.publishers + o.rooms - 1) / o.rooms);
+        if (!o.conns_max && streams > 50'000'000) {
+            err = "pubsub would check " + std::to_string(streams) +
+                  " (subscriber, publisher) streams, more than 50000000; lower -c, --subscriptions or --publishers";
+            return false;
+        }
+        o.framing = Framing::Line;  // the chat protocol is lines
+    }
     rlimit rl{};
     getrlimit(RLIMIT_NOFILE, &rl);
     const std::uint64_t budget = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
-    if (o.conns_max) o.conns = budget * static_cast<std::uint64_t>(o.procs);
-    const std::uint64_t per_proc = (o.conns + static_cast<std::uint64_t>(o.procs) - 1) / static_cast<std::uint64_t>(o.procs);
+    const std::uint64_t extra = pubsub ? o.publishers : 0;  // publisher connections on top of -c
+    if (o.conns_max) {
+        o.conns = budget * static_cast<std::uint64_t>(o.procs);
+        if (extra >= o.conns) {
+            err = "--publishers " + std::to_string(extra) + " leaves no fd for subscribers (budget " +
+                  std::to_string(o.conns) + ")";
+            return false;
+        }
+        o.conns -= extra;
+    }
+    const std::uint64_t per_proc =
+        (o.conns + extra + static_cast<std::uint64_t>(o.procs) - 1) / static_cast<std::uint64_t>(o.procs);
+    if (pubsub && o.conns * o.subscriptions < o.rooms) {
+        err = "-c " + std::to_string(o.conns) + " subscribers x --subscriptions " + std::to_string(o.subscriptions) +
+              " leave some of the " + std::to_string(o.rooms) + " rooms without a subscriber; lower --rooms or raise -c";
+        return false;
+    }
     if (per_proc > budget) {
         const std::uint64_t need_procs = (o.conns + budget - 1) / budget;
         err = "-c " + std::to_string(o.conns) + " needs " + std::to_string(per_proc) +
@@ -453,12 +547,18 @@ bool finalize_options(Options& o, std::string& err) {
     }
     if (o.framing == Framing::Line)
         for (auto& c : unit)
-            if (c == '\n') c = ' ';
+            if (c == '\n' || (pubsub && c == '\r')) c = ' ';  // a line server may strip a trailing '\r'
+    if (o.verify && o.mode == Mode::Firehose && o.framing == Framing::Echo &&
+        (!o.size_list.empty() || o.size_min != o.size_max)) {
+        err = "--verify with firehose and --framing echo needs a fixed --size (replies are split by the size); "
+              "or use --framing line or length-prefixed";
+        return false;
+    }
     const std::uint32_t ms = o.max_size();
     o.payload_bytes.clear();
     o.payload_bytes.reserve(ms + unit.size());
     while (o.payload_bytes.size() < ms) o.payload_bytes.insert(o.payload_bytes.end(), unit.begin(), unit.end());
-    o.total_conns = o.conns;
+    o.total_conns = o.conns + extra;
     return true;
 }
 

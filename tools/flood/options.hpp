@@ -7,12 +7,17 @@
 
 namespace flood {
 
-enum class Mode { Idle, Pingpong, Pipeline, Rate, Firehose, Storm, Churn, Slowloris, Slowread, Halfclose, Reset };
+enum class Mode { Idle, Pingpong, Pipeline, Rate, Firehose, Storm, Churn, Slowloris, Slowread, Halfclose, Reset, Pubsub };
 enum class Framing { Echo, Line, LengthPrefixed };
 
 const char* mode_name(Mode m);
 const char* framing_name(Framing f);
 bool is_hostile(Mode m);
+// Modes whose replies --verify checks (sequence stamps, bytes).
+bool has_replies(Mode m);
+// Modes where a reply that never came by the end of the drain counts as lost under --verify
+// (the hostile modes end with replies in flight by design).
+bool counts_lost(Mode m);
 
 // Exit codes (documented in --help).
 enum ExitCode : int {
@@ -22,6 +27,7 @@ enum ExitCode : int {
     kExitErrors = 3,
     kExitConnections = 4,
     kExitSaturated = 5,
+    kExitDelivery = 6,  // --verify / pubsub: lost, duplicated, reordered or corrupted messages
 };
 
 struct SizeChoice {
@@ -69,11 +75,18 @@ struct Options {
     std::uint64_t depth = 1;   // pipeline D
     double rate = 0.0;         // rate R (msgs/s)
     std::uint64_t churn_k = 1; // churn K
+    // pubsub: -c subscribers plus --publishers publisher connections.
+    std::uint64_t publishers = 1;
+    std::uint64_t rooms = 1;
+    std::uint64_t subscriptions = 1;  // rooms each subscriber joins
+    std::uint64_t messages = 0;       // per publisher, 0 = until --duration
+    std::uint64_t window = 64;        // per publisher: messages not yet delivered to every subscriber
+    std::string pubsub_flag;          // first pubsub-only flag given (rejected in other modes)
 
     // Derived, set by the process driver (per-process share).
     int proc_index = 0;
     std::uint64_t conn_base = 0;  // first global connection index of this process
-    std::uint64_t total_conns = 0;  // connections over all processes
+    std::uint64_t total_conns = 0;  // connections over all processes (pubsub: subscribers + publishers)
     std::uint32_t max_size() const;
 };
 

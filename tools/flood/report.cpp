@@ -40,7 +40,32 @@ std::uint64_t steady_count(const Result& r, const std::string& what) {
 
 bool long_lived(Mode m) {
     return m == Mode::Idle || m == Mode::Pingpong || m == Mode::Pipeline || m == Mode::Rate || m == Mode::Firehose ||
-           m == Mode::Storm;
+           m == Mode::Storm || m == Mode::Pubsub;
+}
+
+// What the sequence checks found (--verify in a mode with replies, or pubsub).
+struct Delivery {
+    bool checked = false;
+    std::uint64_t lost = 0, duplicated = 0, reordered = 0, corrupted = 0;
+    std::uint64_t bad() const { return lost + duplicated + reordered + corrupted; }
+};
+
+Delivery delivery_of(const Options& o, const Result& r) {
+    Delivery d;
+    const char* pre = o.mode == Mode::Pubsub ? "pubsub." : "verify.";
+    d.checked = o.mode == Mode::Pubsub || (o.verify && has_replies(o.mode));
+    if (!d.checked) return d;
+    d.lost = r.get(std::string(pre) + "lost");
+    d.duplicated = r.get(std::string(pre) + "duplicated");
+    d.reordered = r.get(std::string(pre) + "reordered");
+    d.corrupted = r.get("err.verify_mismatch");
+    return d;
+}
+
+// pubsub: seconds from the last OK SUB (publishing starts) to the last delivery.
+double pubsub_secs(const Result& r) {
+    const double from = r.getx("pubsub.subscribed_s", 0), to = r.getx("pubsub.last_delivery_s", 0);
+    return to > from ? to - from : 0.0;
 }
 
 std::uint64_t total_errors(const Result& r) {
@@ -275,6 +300,16 @@ Verdict judge(const Options& o, const Result& r) {
     } else if (o.max_errors >= 0 && errs > static_cast<std::uint64_t>(o.max_errors)) {
         v.exit_code = kExitErrors;
         v.exit_reason = std::to_string(errs) + " errors, over --max-errors " + std::to_string(o.max_errors);
+    } else if (const Delivery d = delivery_of(o, r); d.checked && d.bad() > 0) {
+        v.exit_code = kExitDelivery;
+        v.exit_reason = "delivery check failed: lost " + std::to_string(d.lost) + ", duplicated " +
+                        std::to_string(d.duplicated) + ", reordered " + std::to_string(d.reordered) + ", corrupted " +
+                        std::to_string(d.corrupted);
+    } else if (o.mode == Mode::Pubsub && r.get("pubsub.confirmed") < r.get("pubsub.subscriptions")) {
+        v.exit_code = kExitDelivery;
+        v.exit_reason = "delivery check failed: " +
+                        std::to_string(r.get("pubsub.subscriptions") - r.get("pubsub.confirmed")) + " of " +
+                        std::to_string(r.get("pubsub.subscriptions")) + " subscriptions never confirmed (OK SUB)";
     } else if (!v.valid) {
         v.exit_code = kExitSaturated;
         v.exit_reason = "run invalid: " + v.reasons.front();
@@ -297,6 +332,10 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
     if (o.mode == Mode::Rate) j.num("rate", o.rate).b("poisson", o.poisson);
     if (o.mode == Mode::Pipeline) j.u("depth", o.depth);
     if (o.mode == Mode::Churn) j.u("churn_k", o.churn_k);
+    if (o.mode == Mode::Pubsub) {
+        j.u("subscribers", o.conns).u("publishers", o.publishers).u("rooms", o.rooms);
+        j.u("subscriptions_per_subscriber", o.subscriptions).u("messages_per_publisher", o.messages).u("window", o.window);
+    }
     if (o.size_list.empty()) j.u("size_min", o.size_min).u("size_max", o.size_max);
     else {
         j.open("sizes", '[');
@@ -349,6 +388,24 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
         j.pcts("schedule_lag_us", merged(r, "lag", {kSteady, kDrain}));
     }
     if (auto* h = r.find_hist("connect")) j.pcts("connect_latency_us", *h);
+    const Delivery d = delivery_of(o, r);
+    j.open("delivery", '{').b("checked", d.checked).u("lost", d.lost).u("duplicated", d.duplicated);
+    j.u("reordered", d.reordered).u("corrupted", d.corrupted).close('}');
+    if (o.mode == Mode::Pubsub) {
+        const double ps = pubsub_secs(r);
+        j.open("pubsub", '{').u("subscribers", o.conns).u("publishers", o.publishers).u("rooms", o.rooms);
+        j.u("subscriptions", r.get("pubsub.subscriptions")).u("subscriptions_confirmed", r.get("pubsub.confirmed"));
+        if (r.getx("pubsub.subscribed_s", -1) >= 0) j.num("subscribed_s", r.getx("pubsub.subscribed_s"));
+        else j.null("subscribed_s");
+        j.u("published", r.get("pubsub.published")).u("expected_deliveries", r.get("pubsub.expected"));
+        j.u("delivered", r.get("pubsub.delivered")).u("lost", r.get("pubsub.lost"));
+        j.u("duplicated", r.get("pubsub.duplicated")).u("reordered", r.get("pubsub.reordered"));
+        j.u("abandoned", r.get("pubsub.abandoned")).num("publishing_secs", ps);
+        j.num("publishes_per_sec", ps > 0 ? static_cast<double>(r.get("pubsub.published")) / ps : 0);
+        j.num("deliveries_per_sec", ps > 0 ? static_cast<double>(r.get("pubsub.delivered")) / ps : 0);
+        j.pcts("delivery_latency_us", merged(r, "lat", {kRamp, kWarmup, kSteady, kDrain}));
+        j.close('}');
+    }
     if (is_hostile(o.mode)) {
         j.open("server_behaviour", '{').u("fin", r.get("server.fin")).u("rst", r.get("server.rst"));
         j.u("reply_complete", r.get("server.reply_complete")).u("still_open", r.get("server.still_open"));
@@ -424,8 +481,35 @@ void print_summary(FILE* f, const Options& o, const Result& r, const KernelCount
     std::fprintf(f, "steady: %.2f s, %.0f msgs, %.1f msgs/s, %.2f MB/s in+out", ss, msgs, ss > 0 ? msgs / ss : 0,
                  ss > 0 ? static_cast<double>(steady_count(r, "bytes_in") + steady_count(r, "bytes_out")) / ss / 1e6 : 0);
     if (o.mode == Mode::Rate) std::fprintf(f, " (target %.1f msgs/s)", o.rate);
-    std::fprintf(f, "\nlatency (ms):\n");
-    line(o.mode == Mode::Rate ? "corrected" : "reply", merged(r, "lat", {kSteady, kDrain}));
+    std::fprintf(f, "\n");
+    if (o.mode == Mode::Pubsub) {
+        const double ps = pubsub_secs(r);
+        std::fprintf(f, "pubsub: %llu subscribers x %llu rooms each, %llu publishers, %llu rooms; subscriptions confirmed "
+                        "%llu of %llu",
+                     static_cast<unsigned long long>(o.conns), static_cast<unsigned long long>(o.subscriptions),
+                     static_cast<unsigned long long>(o.publishers), static_cast<unsigned long long>(o.rooms),
+                     static_cast<unsigned long long>(r.get("pubsub.confirmed")),
+                     static_cast<unsigned long long>(r.get("pubsub.subscriptions")));
+        if (r.getx("pubsub.subscribed_s", -1) >= 0) std::fprintf(f, " at %.3f s", r.getx("pubsub.subscribed_s"));
+        std::fprintf(f, "\n  published %llu, expected deliveries %llu, delivered %llu in %.2f s: %.0f deliveries/s, "
+                        "%.0f publishes/s\n",
+                     static_cast<unsigned long long>(r.get("pubsub.published")),
+                     static_cast<unsigned long long>(r.get("pubsub.expected")),
+                     static_cast<unsigned long long>(r.get("pubsub.delivered")), ps,
+                     ps > 0 ? static_cast<double>(r.get("pubsub.delivered")) / ps : 0,
+                     ps > 0 ? static_cast<double>(r.get("pubsub.published")) / ps : 0);
+        if (r.get("pubsub.abandoned"))
+            std::fprintf(f, "  abandoned (subscriber connection lost): %llu\n",
+                         static_cast<unsigned long long>(r.get("pubsub.abandoned")));
+    }
+    if (const Delivery d = delivery_of(o, r); d.checked)
+        std::fprintf(f, "delivery check%s: lost %llu, duplicated %llu, reordered %llu, corrupted %llu\n",
+                     o.mode == Mode::Pubsub ? "" : " (--verify)", static_cast<unsigned long long>(d.lost),
+                     static_cast<unsigned long long>(d.duplicated), static_cast<unsigned long long>(d.reordered),
+                     static_cast<unsigned long long>(d.corrupted));
+    std::fprintf(f, "latency (ms):\n");
+    if (o.mode == Mode::Pubsub) line("delivery", merged(r, "lat", {kRamp, kWarmup, kSteady, kDrain}));
+    else line(o.mode == Mode::Rate ? "corrected" : "reply", merged(r, "lat", {kSteady, kDrain}));
     if (o.mode == Mode::Rate) {
         line("service", merged(r, "svc", {kSteady, kDrain}));
         line("schedule lag", merged(r, "lag", {kSteady, kDrain}));

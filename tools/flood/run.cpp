@@ -77,6 +77,22 @@ void run_process(const Options& o, std::uint64_t t0, std::uint64_t conns, std::u
     sh.t_ramp_end = t0 + static_cast<std::uint64_t>(o.ramp * 1e9);
     sh.t_warm_end = sh.t_ramp_end + static_cast<std::uint64_t>(o.warmup * 1e9);
     sh.t_end = t0 + static_cast<std::uint64_t>(o.duration * 1e9);
+    if (o.mode == Mode::Pubsub) {  // one process (finalize_options): this process has every role
+        PubsubShared& g = sh.ps;
+        g.subscribers = o.conns;
+        g.publishers = o.publishers;
+        g.rooms = o.rooms;
+        g.per_sub = o.subscriptions;
+        g.per_room = (o.publishers + o.rooms - 1) / o.rooms;
+        std::vector<std::uint32_t> subs_in_room(o.rooms, 0);
+        for (std::uint64_t s = 0; s < g.subscribers; ++s)
+            for (std::uint64_t j = 0; j < g.per_sub; ++j) ++subs_in_room[(s * g.per_sub + j) % g.rooms];
+        g.fanout.resize(g.publishers);
+        for (std::uint64_t k = 0; k < g.publishers; ++k) g.fanout[k] = subs_in_room[k % g.rooms];
+        g.pub = std::make_unique<PubCounters[]>(g.publishers);
+        g.subs_pending.store(static_cast<std::int64_t>(g.subscribers * g.per_sub));
+        g.pubs_active.store(g.publishers);
+    }
 
     const std::uint64_t nthreads = std::max<std::uint64_t>(1, std::min<std::uint64_t>(static_cast<std::uint64_t>(o.threads), conns));
     double connect_rate = o.connect_rate;

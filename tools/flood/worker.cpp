@@ -44,6 +44,8 @@ Worker::Worker(Shared& sh, int tid, std::uint64_t first_global, std::uint64_t nc
     ev.events = EPOLLIN;  // level-triggered: readable while a connect completion is waiting in cep_
     ev.data.u64 = kConnectEpollTag;
     epoll_ctl(ep_, EPOLL_CTL_ADD, cep_, &ev);
+    if (o_.verify && has_replies(o_.mode)) vs_.resize(nconns);
+    if (o_.mode == Mode::Pubsub) ps_setup();
 }
 
 Worker::~Worker() {
@@ -126,6 +128,16 @@ void Worker::close_conn(Conn& c, bool rst) {
         outstanding_ -= c.queued();
         abandoned_ += c.queued();
     }
+    if (!vs_.empty()) {  // a new connection starts its sequence over
+        VerifyState& v = vs_[index_of(c)];
+        if (o_.mode == Mode::Firehose) {
+            fh_unacked_ -= v.unanswered();
+        } else {  // requests a later reply overtook were outstanding outside c.q
+            outstanding_ -= v.rx.missing();
+            abandoned_ += v.rx.missing();
+        }
+        v.reset();
+    }
     c.q.clear();
     c.head = c.sent_n = c.tx_off = c.rx_off = c.rx_hdr = c.rx_len = 0;
     c.want_write = c.bad = c.to_flagged = c.shut = c.reply_done = false;  // in_ready stays: the entry is harmless
@@ -138,6 +150,12 @@ void Worker::fail_conn(Conn& c, std::uint32_t i, int err_class, const std::strin
     error(err_class, i, detail);
     if (c.state == kConnecting) ++connect_fail_;
     close_conn(c);
+    if (o_.mode == Mode::Pubsub && ps_[i].opened) {
+        // A pubsub connection is not re-opened: its subscriptions and sequence numbers are gone.
+        ps_lost_connection(i);
+        c.state = kDead;
+        return;
+    }
     if (!draining_) requeue(i, reconnect_now ? 0 : 200 * kMs);
 }
 
@@ -285,6 +303,7 @@ void Worker::on_connected(Conn& c, std::uint32_t i) {
         if (can_issue()) issue(c, now_);
         flush(c, i);
         break;
+    case Mode::Pubsub: ps_open(c, i); break;
     default:
         if (o_.mode != Mode::Rate) fill(c);  // rate mode only sends what the schedule queued
         flush(c, i);
@@ -414,13 +433,18 @@ void Worker::run() {
                     abandoned_ += c.queued();
                     c.q.clear();
                     c.head = 0;
+                    if (!vs_.empty()) vs_[index_of(c)].reset();
                 }
         }
         const bool closed_loop = o_.mode == Mode::Pingpong || o_.mode == Mode::Pipeline || o_.mode == Mode::Rate ||
                                  o_.mode == Mode::Churn;
-        if (draining_) {
-            if (!closed_loop || outstanding_ == 0 || now_ >= drain_deadline) break;
-        } else if (bounded_ && issued_ >= req_share_ && outstanding_ == 0 && o_.mode != Mode::Idle &&
+        // --verify firehose: the echoes of what was written are awaited too.
+        const bool echoes_due = o_.mode == Mode::Firehose && fh_unacked_ > 0;
+        if (o_.mode == Mode::Pubsub) {
+            if (ps_done(drain_deadline)) break;
+        } else if (draining_) {
+            if ((!closed_loop && !echoes_due) || (closed_loop && outstanding_ == 0) || now_ >= drain_deadline) break;
+        } else if (bounded_ && issued_ >= req_share_ && outstanding_ == 0 && !echoes_due && o_.mode != Mode::Idle &&
                    o_.mode != Mode::Storm) {
             break;  // count bound reached and every reply is in
         } else if (o_.mode == Mode::Storm && sh_.peak.load(std::memory_order_relaxed) >= sh_.proc_conns) {
@@ -428,6 +452,8 @@ void Worker::run() {
         }
         // Connection setup first, paced by --connect-rate / --ramp.
         if (connects_pending()) service_connects();
+        // pubsub: publishers that wait for subscriptions or for deliveries on other threads.
+        const bool ps_waiting = o_.mode == Mode::Pubsub && ps_tick();
         // Open-loop arrivals (rate mode).
         if (o_.mode == Mode::Rate && rate_share_ > 0) {
             int n = 0;
@@ -501,6 +527,7 @@ void Worker::run() {
         if (connect_q_head_ < connect_q_.size() && !draining_)
             until = std::min(until, connect_interval_ns_ > 0 ? next_connect_ : now_);
         if (!draining_) until = std::min(until, sh_.t_end);
+        if (ps_waiting) until = std::min(until, now_ + 200'000);  // poll what other threads deliver
         now_ = now_ns();
         std::uint64_t wait = until > now_ ? until - now_ : 0;
         timespec ts{static_cast<time_t>(wait / 1'000'000'000ull), static_cast<long>(wait % 1'000'000'000ull)};
@@ -522,13 +549,20 @@ void Worker::run() {
         }
     }
     now_ = now_ns();
+    if (o_.mode == Mode::Pubsub) ps_flush_delivered();
     for (std::uint32_t i = 0; i < conns_.size(); ++i) {
         Conn& c = conns_[i];
         if (c.state == kOpen && is_hostile(o_.mode)) {
             ++still_open_;
             close_h_.record((now_ - c.t_start) / 1000);  // lower bound: still open at the end
         }
+        // --verify: written requests still unanswered after the drain are lost (not abandoned).
+        const std::uint64_t lost = !vs_.empty() && c.state == kOpen && counts_lost(o_.mode) ? vs_[i].unanswered() : 0;
         close_conn(c);
+        if (lost) {
+            lost_ += lost;
+            if (o_.mode != Mode::Firehose) abandoned_ -= lost;  // close_conn counted them
+        }
     }
     {
         std::lock_guard<std::mutex> lk(live.mu);
@@ -571,6 +605,12 @@ void Worker::collect(Result& r) const {
     r.c["server.reply_complete"] += reply_complete_;
     r.c["server.still_open"] += still_open_;
     r.c["server.rst_sent"] += rst_sent_;
+    if (!vs_.empty()) {
+        r.c["verify.lost"] += lost_;
+        r.c["verify.duplicated"] += duplicated_;
+        r.c["verify.reordered"] += reordered_;
+    }
+    if (o_.mode == Mode::Pubsub) ps_collect(r);
     if (!conns_.empty()) {
         r.mx["time_to_n_s"] = last_established_ns_ ? static_cast<double>(last_established_ns_ - sh_.t0) / 1e9 : -1.0;
         if (!last_established_ns_) r.c["conn.threads_not_all_established"] += 1;

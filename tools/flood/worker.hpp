@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <queue>
 #include <random>
@@ -13,11 +14,33 @@
 
 #include "histogram.hpp"
 #include "options.hpp"
+#include "seq_check.hpp"
 #include "stats.hpp"
 
 namespace flood {
 
 std::uint64_t now_ns();
+
+// pubsub: one publisher's counters, written by its thread (published) and by the threads of the
+// subscribers that read its messages (delivered); a cache line each.
+struct alignas(64) PubCounters {
+    std::atomic<std::uint64_t> published{0};  // messages fully written to the socket
+    std::atomic<std::uint64_t> delivered{0};  // first arrivals at subscribers (duplicates excluded)
+};
+
+// pubsub: the layout every thread derives roles from (one process, see finalize_options).
+// Connection g < subscribers is subscriber g, joining rooms g..g+K-1 mod R; connection
+// subscribers + k is publisher k, publishing to room k mod R.
+struct PubsubShared {
+    std::uint64_t subscribers = 0, publishers = 0, rooms = 0, per_sub = 0;
+    std::uint64_t per_room = 0;            // stream slots per room in a subscriber: ceil(publishers / rooms)
+    std::vector<std::uint32_t> fanout;     // per publisher: subscribers of its room
+    std::unique_ptr<PubCounters[]> pub;    // per publisher
+    std::atomic<std::int64_t> subs_pending{0};   // SUBs not yet answered with OK SUB
+    std::atomic<std::uint64_t> subscribed_ns{0};  // when the last OK SUB arrived
+    std::atomic<std::uint64_t> pubs_active{0};    // publishers that may still publish
+    std::atomic<std::uint64_t> pub_end_ns{0};     // when the last publisher finished
+};
 
 // State shared by the workers of one process.
 struct Shared {
@@ -29,6 +52,7 @@ struct Shared {
     std::uint64_t proc_conns = 0;  // connections of this process
     std::atomic<bool> stop{false};
     std::atomic<std::uint64_t> open{0}, peak{0};
+    PubsubShared ps;
     int phase_at(std::uint64_t t) const {
         return t < t_ramp_end ? kRamp : t < t_warm_end ? kWarmup : t < t_end ? kSteady : kDrain;
     }
@@ -46,6 +70,42 @@ struct Pending {
     std::uint64_t intended;  // ns
     std::uint64_t sent;      // ns, 0 = not yet written
     std::uint32_t size;
+    std::uint64_t seq;       // --verify: the connection's sequence number stamped into the payload
+};
+
+// --verify, per connection: what was sent and which replies came back (reset on reconnect).
+struct VerifyState {
+    std::uint64_t tx_next = 0;     // sequence number of the next request issued
+    std::uint64_t tx_written = 0;  // requests fully written (numbers 0..tx_written-1)
+    SeqTracker rx;                 // sequence numbers of the replies
+    unsigned char stamp[kStampChars] = {};  // first bytes of the reply being read
+    // Replies written but not answered yet (outstanding, including the ones a later reply
+    // overtook): lost if still so at the end.
+    std::uint64_t unanswered() const { return rx.missing() + (tx_written - rx.next()); }
+    void reset() {
+        tx_next = tx_written = 0;
+        rx.reset();
+    }
+};
+
+// pubsub, per connection.
+struct PubsubConn {
+    bool publisher = false;
+    bool opened = false;    // was established once (a pubsub connection is not re-opened)
+    bool finished = false;  // publisher: publishes no more; subscriber: its connection was lost
+    std::uint32_t id = 0;   // subscriber or publisher index
+    std::string out;        // SUB / PUB lines not yet written
+    std::size_t out_off = 0;
+    std::string in;         // a partial line
+    // publisher
+    std::uint64_t formatted = 0;     // PUB lines made (the next sequence number)
+    std::uint64_t written = 0;       // PUB bytes written
+    std::uint32_t msg_len = 0;       // every PUB line of this publisher has this length
+    std::uint32_t room = 0;
+    // subscriber
+    std::uint32_t confirmed = 0;          // rooms answered with OK SUB
+    std::vector<std::uint8_t> joined;     // per room slot: OK SUB seen
+    std::vector<SeqTracker> streams;      // per (room slot, publisher of that room)
 };
 
 struct Conn {
@@ -126,8 +186,29 @@ private:
     void error(int cls, std::uint32_t i, const std::string& detail);
     void record_reply(std::uint64_t now, const Pending& p);
     void pop_head(Conn& c);
-    void copy_wire(std::uint32_t s, std::uint32_t off, unsigned char* dst, std::uint32_t len) const;
+    void copy_wire(const Pending& pe, std::uint32_t off, unsigned char* dst, std::uint32_t len) const;
     void mark_ready(Conn& c, std::uint32_t i);
+    std::uint32_t index_of(const Conn& c) const { return static_cast<std::uint32_t>(&c - conns_.data()); }
+    // --verify (worker_io.cpp)
+    void consume_verify(Conn& c, std::uint32_t i, const unsigned char* p, std::size_t n);
+    void absorb(Conn& c, VerifyState& v, const unsigned char* p, std::size_t n);
+    void finish_reply(Conn& c, std::uint32_t i);
+    void bad_reply(Conn& c, std::uint32_t i);
+    void reset_rx(Conn& c);
+    // pubsub (worker_pubsub.cpp)
+    void ps_setup();
+    void ps_open(Conn& c, std::uint32_t i);
+    void ps_flush(Conn& c, std::uint32_t i);
+    void ps_format(PubsubConn& ps);
+    void ps_consume(Conn& c, std::uint32_t i, const unsigned char* p, std::size_t n);
+    void ps_line(std::uint32_t i, const char* p, std::size_t n);
+    void ps_message(std::uint32_t i, PubsubConn& ps, const char* p, std::size_t n);
+    void ps_finish(PubsubConn& ps);
+    void ps_lost_connection(std::uint32_t i);
+    bool ps_tick();  // true while a local publisher waits for another thread
+    bool ps_done(std::uint64_t drain_deadline) const;
+    void ps_collect(Result& r) const;
+    void ps_flush_delivered();
 
     Shared& sh_;
     const Options& o_;
@@ -159,6 +240,16 @@ private:
     Histogram connect_h_, close_h_, loop_lag_h_, loop_lag_steady_h_, dispatch_lag_h_, ivl_;
     FirstError first_[kErrCount];
     std::uint64_t ivl_flush_ = 0;
+    // --verify
+    std::vector<VerifyState> vs_;  // per connection, only with --verify in a mode with replies
+    std::uint64_t lost_ = 0, duplicated_ = 0, reordered_ = 0;
+    std::uint64_t fh_unacked_ = 0;  // firehose: requests written whose echo has not come back
+    // pubsub
+    std::vector<PubsubConn> ps_;            // per connection, pubsub mode only
+    std::vector<std::uint32_t> ps_pubs_;    // local indices of this thread's publishers
+    std::uint64_t ps_dup_ = 0, ps_reordered_ = 0, ps_delivered_ = 0, ps_last_delivery_ = 0;
+    std::uint32_t ps_batch_pub_ = UINT32_MAX;  // deliveries counted locally before one atomic add
+    std::uint64_t ps_batch_n_ = 0;
 };
 
 }  // namespace flood

@@ -27,7 +27,8 @@ void Worker::mark_ready(Conn& c, std::uint32_t i) {
 }
 
 void Worker::issue(Conn& c, std::uint64_t intended) {
-    c.q.push_back({intended, 0, next_size()});
+    const std::uint64_t seq = vs_.empty() ? 0 : vs_[index_of(c)].tx_next++;
+    c.q.push_back({intended, 0, next_size(), seq});
     ++issued_;
     ++outstanding_;
 }
@@ -52,7 +53,8 @@ void Worker::fill(Conn& c) {
     while (can_issue() && c.queued() < limit) issue(c, now_);
 }
 
-void Worker::copy_wire(std::uint32_t s, std::uint32_t off, unsigned char* dst, std::uint32_t len) const {
+void Worker::copy_wire(const Pending& pe, std::uint32_t off, unsigned char* dst, std::uint32_t len) const {
+    const std::uint32_t s = pe.size;
     const std::uint32_t h = o_.framing == Framing::LengthPrefixed ? static_cast<std::uint32_t>(o_.prefix_bytes) : 0;
     const unsigned char* pat = o_.payload_bytes.data();
     while (len > 0) {
@@ -63,6 +65,13 @@ void Worker::copy_wire(std::uint32_t s, std::uint32_t off, unsigned char* dst, s
         } else if (off < h + s) {
             const std::uint32_t take = std::min(len, h + s - off);
             std::memcpy(dst, pat + (off - h), take);
+            const std::uint32_t k = std::min(s, kStampChars);
+            if (!vs_.empty() && off - h < k) {  // --verify: the sequence stamp over the first bytes
+                unsigned char stamp[kStampChars];
+                encode_stamp(pe.seq, k, stamp);
+                const std::uint32_t from = off - h, to = std::min(k, from + take);
+                std::memcpy(dst, stamp + from, to - from);
+            }
             dst += take;
             off += take;
             len -= take;
@@ -85,7 +94,7 @@ std::size_t Worker::build(Conn& c, unsigned char* out, std::size_t cap) {
         if (o_.mode == Mode::Reset) end = std::max(1u, wl / 2);
         if (off >= end) break;
         const std::uint32_t take = static_cast<std::uint32_t>(std::min<std::size_t>(end - off, cap - n));
-        copy_wire(s, off, out + n, take);
+        copy_wire(c.q[c.head + k], off, out + n, take);
         n += take;
         if (off + take < wl || o_.mode == Mode::Slowloris || o_.mode == Mode::Reset) break;
         off = 0;
@@ -112,6 +121,10 @@ void Worker::advance(Conn& c, std::size_t w) {
         w -= take;
         if (c.tx_off == wl) {
             c.tx_off = 0;
+            if (!vs_.empty()) {
+                ++vs_[index_of(c)].tx_written;
+                if (o_.mode == Mode::Firehose) ++fh_unacked_;
+            }
             if (o_.mode == Mode::Firehose) {  // one-way: a fully written request is a message
                 pop_head(c);
                 --outstanding_;
@@ -126,6 +139,10 @@ void Worker::advance(Conn& c, std::size_t w) {
 
 void Worker::flush(Conn& c, std::uint32_t i) {
     if (c.state != kOpen || c.fd < 0) return;
+    if (o_.mode == Mode::Pubsub) {
+        ps_flush(c, i);
+        return;
+    }
     for (int iter = 0;; ++iter) {
         if (iter >= kMaxWritesPerCall) {
             c.want_write = true;
@@ -215,21 +232,18 @@ void Worker::do_read(Conn& c, std::uint32_t i, std::size_t limit) {
 }
 
 void Worker::consume(Conn& c, std::uint32_t i, const unsigned char* p, std::size_t n) {
+    if (o_.mode == Mode::Pubsub) return ps_consume(c, i, p, n);
+    if (!vs_.empty()) return consume_verify(c, i, p, n);
     if (o_.mode == Mode::Idle || o_.mode == Mode::Storm || o_.mode == Mode::Firehose || o_.mode == Mode::Reset)
         return;  // read and discard
-    const unsigned char* pat = o_.payload_bytes.data();
-    const bool verify = o_.verify;
+    // Without --verify only the reply boundaries matter.
     while (n > 0) {
-        if (c.queued() == 0) {
-            if (verify) error(kVerifyMismatch, i, "unsolicited bytes with no request outstanding");
-            return;
-        }
+        if (c.queued() == 0) return;  // unsolicited bytes: nothing to match them with
         const Pending& h = c.q[c.head];
         bool done = false;
         switch (o_.framing) {
         case Framing::Echo: {
             const std::size_t take = std::min<std::size_t>(h.size - c.rx_off, n);
-            if (verify && std::memcmp(p, pat + c.rx_off, take) != 0) c.bad = true;
             c.rx_off += static_cast<std::uint32_t>(take);
             p += take;
             n -= take;
@@ -238,20 +252,11 @@ void Worker::consume(Conn& c, std::uint32_t i, const unsigned char* p, std::size
         }
         case Framing::Line: {
             const auto* nl = static_cast<const unsigned char*>(std::memchr(p, '\n', n));
-            const std::size_t take = nl ? static_cast<std::size_t>(nl - p) : n;
-            if (verify) {
-                if (c.rx_off + take > h.size) c.bad = true;
-                else if (std::memcmp(p, pat + c.rx_off, take) != 0) c.bad = true;
-            }
+            const std::size_t take = nl ? static_cast<std::size_t>(nl - p) + 1 : n;
             c.rx_off += static_cast<std::uint32_t>(take);
             p += take;
             n -= take;
-            if (nl) {
-                if (verify && c.rx_off != h.size) c.bad = true;
-                ++p;
-                --n;
-                done = true;
-            }
+            done = nl != nullptr;
             break;
         }
         case Framing::LengthPrefixed: {
@@ -262,11 +267,7 @@ void Worker::consume(Conn& c, std::uint32_t i, const unsigned char* p, std::size
                 ++c.rx_hdr;
             }
             if (c.rx_hdr < hb) return;
-            if (verify && c.rx_len != h.size) c.bad = true;
             const std::size_t take = std::min<std::size_t>(c.rx_len - c.rx_off, n);
-            if (verify && !c.bad) {
-                if (c.rx_off + take > h.size || std::memcmp(p, pat + c.rx_off, take) != 0) c.bad = true;
-            }
             c.rx_off += static_cast<std::uint32_t>(take);
             p += take;
             n -= take;
@@ -279,6 +280,146 @@ void Worker::consume(Conn& c, std::uint32_t i, const unsigned char* p, std::size
             if (c.fd < 0 || c.state != kOpen) return;
         }
     }
+}
+
+// --verify: replies are split by the framing (echo: by the request's length), their first bytes
+// (the stamp) kept, the rest compared with the payload pattern as it arrives; finish_reply()
+// then decides which request the reply answers.
+void Worker::consume_verify(Conn& c, std::uint32_t i, const unsigned char* p, std::size_t n) {
+    VerifyState& v = vs_[i];
+    const bool fixed = o_.size_list.empty() && o_.size_min == o_.size_max;
+    while (n > 0) {
+        std::size_t take = 0;
+        bool done = false;
+        switch (o_.framing) {
+        case Framing::Echo:
+            if (c.rx_hdr == 0) {  // length of this reply not known yet
+                if (fixed) {
+                    c.rx_len = o_.size_min;
+                } else if (o_.mode != Mode::Firehose && c.queued()) {
+                    c.rx_len = c.q[c.head].size;
+                } else {
+                    error(kVerifyMismatch, i, "unsolicited bytes with no request outstanding");
+                    return;
+                }
+                c.rx_hdr = 1;
+            }
+            take = std::min<std::size_t>(c.rx_len - c.rx_off, n);
+            absorb(c, v, p, take);
+            done = c.rx_off == c.rx_len;
+            break;
+        case Framing::Line: {
+            const auto* nl = static_cast<const unsigned char*>(std::memchr(p, '\n', n));
+            const std::size_t body = nl ? static_cast<std::size_t>(nl - p) : n;
+            absorb(c, v, p, body);
+            take = nl ? body + 1 : body;
+            done = nl != nullptr;
+            break;
+        }
+        case Framing::LengthPrefixed: {
+            const std::uint32_t hb = static_cast<std::uint32_t>(o_.prefix_bytes);
+            while (c.rx_hdr < hb && n > 0) {
+                c.rx_len = (c.rx_len << 8) | *p++;
+                --n;
+                ++c.rx_hdr;
+            }
+            if (c.rx_hdr < hb) return;
+            take = std::min<std::size_t>(c.rx_len - c.rx_off, n);
+            absorb(c, v, p, take);
+            done = c.rx_off == c.rx_len;
+            break;
+        }
+        }
+        p += take;
+        n -= take;
+        if (done) {
+            finish_reply(c, i);
+            if (c.fd < 0 || c.state != kOpen) return;
+        }
+    }
+}
+
+void Worker::absorb(Conn& c, VerifyState& v, const unsigned char* p, std::size_t n) {
+    std::size_t off = c.rx_off;
+    if (off < kStampChars) {
+        const std::size_t m = std::min<std::size_t>(n, kStampChars - off);
+        std::memcpy(v.stamp + off, p, m);
+        off += m;
+        p += m;
+        n -= m;
+    }
+    if (n > 0 && !c.bad &&
+        (off + n > o_.payload_bytes.size() || std::memcmp(p, o_.payload_bytes.data() + off, n) != 0))
+        c.bad = true;
+    c.rx_off = static_cast<std::uint32_t>(off + n);
+}
+
+void Worker::reset_rx(Conn& c) {
+    c.rx_off = c.rx_hdr = c.rx_len = 0;
+    c.bad = false;
+}
+
+void Worker::finish_reply(Conn& c, std::uint32_t i) {
+    VerifyState& v = vs_[i];
+    const std::uint32_t len = c.rx_off;
+    const bool queued_requests = o_.mode != Mode::Firehose;  // firehose forgets a request once written
+    std::uint64_t low = 0;
+    unsigned digits = 0;
+    if (c.bad || len == 0 || !decode_stamp(v.stamp, std::min(len, kStampChars), low, digits)) return bad_reply(c, i);
+    const std::uint64_t r = nearest(low, digits, v.rx.next());
+    if (r >= v.tx_written) return bad_reply(c, i);  // answers no request that was sent
+    if (queued_requests && r >= v.rx.next()) {
+        // Its request is still queued (c.q holds numbers rx.next() up, in order): same length?
+        const std::uint64_t j = r - v.rx.next();
+        if (j >= c.queued() || c.q[c.head + j].seq != r || c.q[c.head + j].size != len) return bad_reply(c, i);
+    }
+    switch (v.rx.observe(r)) {
+    case SeqTracker::kInOrder:
+    case SeqTracker::kEarly:
+        if (!queued_requests) {
+            --fh_unacked_;
+            reset_rx(c);
+            return;
+        }
+        // Requests this reply overtook leave the queue; they stay outstanding (late or lost).
+        while (c.q[c.head].seq != r) {
+            pop_head(c);
+            if (c.sent_n > 0) --c.sent_n;
+        }
+        complete(c, i);
+        return;
+    case SeqTracker::kLate:
+        ++reordered_;
+        if (queued_requests) {
+            --outstanding_;
+            ++ph_[sh_.phase_at(now_)].msgs;
+            live.msgs.fetch_add(1, std::memory_order_relaxed);
+        } else {
+            --fh_unacked_;
+        }
+        reset_rx(c);
+        return;
+    case SeqTracker::kDuplicate:
+        ++duplicated_;
+        reset_rx(c);
+        return;
+    }
+}
+
+void Worker::bad_reply(Conn& c, std::uint32_t i) {
+    VerifyState& v = vs_[i];
+    // Taken as the reply expected next, so one bad reply is one error and the pipeline moves on.
+    if (v.rx.next() < v.tx_written) {
+        v.rx.observe(v.rx.next());
+        if (o_.mode != Mode::Firehose) {
+            c.bad = true;
+            complete(c, i);  // counts the verify_mismatch
+            return;
+        }
+        --fh_unacked_;
+    }
+    error(kVerifyMismatch, i, "reply differs from every request sent (sequence stamp, length or bytes)");
+    reset_rx(c);
 }
 
 void Worker::record_reply(std::uint64_t now, const Pending& p) {
