@@ -50,8 +50,10 @@ constexpr const char* kUsage =
     "                     (default 65536)\n"
     "  -q, --quiet        do not print the listening line\n"
     "  -h, --help         this text\n"
-    "SIGINT/SIGTERM stop it gracefully and print a summary. Exit status: 0 after a clean stop,\n"
-    "2 for a bad flag, 1 if the server cannot start.\n";
+    "SIGINT/SIGTERM stop it gracefully (request_stop from the signal handler) and print a\n"
+    "summary. SIGUSR1 adds a shard, SIGUSR2 retires one (never below 1), SIGHUP rebalances:\n"
+    "subscribers keep every message, in order, while shards change. Exit status: 0 after a\n"
+    "clean stop, 2 for a bad flag, 1 if the server cannot start.\n";
 
 constexpr std::size_t kMaxRoomName = 200;
 constexpr std::size_t kMaxRoomsPerConnection = 1024;
@@ -270,6 +272,14 @@ int main(int argc, char** argv) {
   sigaddset(&stop_set, SIGINT);
   sigaddset(&stop_set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_set, nullptr);
+  // The resize signals are taken by the main thread with sigtimedwait (set_shards blocks, so it
+  // cannot run in a signal handler); every thread inherits them blocked.
+  sigset_t resize_set;
+  sigemptyset(&resize_set);
+  sigaddset(&resize_set, SIGUSR1);
+  sigaddset(&resize_set, SIGUSR2);
+  sigaddset(&resize_set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &resize_set, nullptr);
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
@@ -288,6 +298,26 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
     pthread_sigmask(SIG_UNBLOCK, &stop_set, nullptr);  // a signal that came early is delivered now
+    while (server.running()) {
+      siginfo_t info;
+      const timespec tick{0, 100 * 1000 * 1000};
+      const int sig = sigtimedwait(&resize_set, &info, &tick);
+      if (sig < 0 || !server.running()) continue;
+      try {
+        const unsigned n = server.shards();
+        if (sig == SIGUSR1 && n < 254) server.set_shards(n + 1);
+        if (sig == SIGUSR2 && n > 1) server.set_shards(n - 1);
+        if (sig == SIGHUP) server.rebalance();
+        if (!quiet) {
+          std::printf("esockets-chat: %s: %u -> %u shards\n",
+                      sig == SIGUSR1 ? "SIGUSR1" : sig == SIGUSR2 ? "SIGUSR2" : "SIGHUP", n,
+                      server.shards());
+          std::fflush(stdout);
+        }
+      } catch (const std::logic_error&) {
+        // The server began stopping meanwhile.
+      }
+    }
     server.wait();
     pthread_sigmask(SIG_BLOCK, &stop_set, nullptr);
     g_server.store(nullptr);
