@@ -352,16 +352,19 @@ void Shard::flush_remote() {
   (void)remote_.flush(core_, [this](Shard& t, const Command& c) { return push_or_apply(t, c); });
   counters_.overflow.set(remote_.size());
   if (remote_.size() <= remote_high_ / 2 && !remote_paused_.empty()) {
-    // The targets caught up: read the clients whose messages made the overflow again.
-    std::vector<ConnectionId> ids;
-    ids.swap(remote_paused_);
-    for (ConnectionId id : ids) {
-      Conn* c = table_.find(id, index_);
-      if (c != nullptr && c->flow_paused) {
-        c->flow_paused = false;
-        if (!c->user_paused) counters_.paused.sub();
-        resume_reading(c);
-      }
+    flow_resume(remote_paused_);  // the targets caught up: read those clients again
+  }
+}
+
+void Shard::flow_resume(std::vector<ConnectionId>& list) {
+  std::vector<ConnectionId> ids;
+  ids.swap(list);
+  for (ConnectionId id : ids) {
+    Conn* c = table_.find(id, index_);
+    if (c != nullptr && c->flow_paused) {
+      c->flow_paused = false;
+      if (!c->user_paused) counters_.paused.sub();
+      resume_reading(c);
     }
   }
 }
@@ -502,16 +505,7 @@ void Shard::service_workers() {
     // Resume flow-paused connections once the queue is back under its low mark.
     if (ob.empty() && !ob.flow_paused.empty() &&
         !drain_wanted_[w]->load(std::memory_order_acquire)) {
-      std::vector<ConnectionId> ids;
-      ids.swap(ob.flow_paused);
-      for (ConnectionId id : ids) {
-        Conn* c = table_.find(id, index_);
-        if (c != nullptr && c->flow_paused) {
-          c->flow_paused = false;
-          if (!c->user_paused) counters_.paused.sub();
-          resume_reading(c);
-        }
-      }
+      flow_resume(ob.flow_paused);
     }
   }
   counters_.outbox_backlog.set(backlog);

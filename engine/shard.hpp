@@ -144,6 +144,7 @@ class Shard {
   void fail_conn(Conn* c, const char* what);
   void wake_waiters();
   void flow_pause(Conn* c, std::vector<ConnectionId>& list);
+  void flow_resume(std::vector<ConnectionId>& list);
   void writable(Conn* c);
   void flush(Conn* c);
   void append(Conn* c, const char* p, std::size_t n);
