@@ -52,7 +52,9 @@ run_config() {
     run=(env "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1" "UBSAN_OPTIONS=print_stacktrace=1")
   fi
   check_test_count "$name" "$dir" "${run[@]}"
-  "${run[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 600 --no-tests=error
+  # Two at a time (most tests wait on sockets); tests that measure throughput, memory or
+  # timing are RUN_SERIAL (esockets_add_test SERIAL) and run alone.
+  "${run[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 600 --no-tests=error -j2
   echo "=== esockets: $name passed in $((SECONDS - start)) s ==="
 }
 
