@@ -99,7 +99,9 @@ TEST(Emfile, NoSpinKeepsServingAndRecovers) {
     EXPECT_GE(held2, held) << "held connections stopped echoing";
   }
 
-  // The clients leave; a newcomer must be served within 200 ms (x sanitizer slack).
+  // The clients leave; a newcomer must be served again soon. The re-arm is event-driven with a
+  // 100 ms fallback, so anything near a second means accepting stalled; the bound is loose on
+  // purpose (a loaded 2-core machine delays the test's own threads too).
   close_all(fds);
   const auto t_close = Clock::now();
   int fd = -1;
@@ -112,7 +114,7 @@ TEST(Emfile, NoSpinKeepsServingAndRecovers) {
   ::close(fd);
   std::printf("[emfile] newcomer echoed %.1f ms after the clients closed\n", recover_ms);
   EXPECT_TRUE(ok);
-  EXPECT_LE(recover_ms, 200.0 * (kScale > 1 ? 2 : 1));
+  EXPECT_LE(recover_ms, 1000.0 * (kScale > 1 ? 4 : 1));
 
   EXPECT_EQ(srv.stop(), 0);
   auto closes = srv.last_closes();
