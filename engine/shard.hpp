@@ -107,6 +107,8 @@ class Shard {
   SendStatus close_local(ConnectionId id, CloseReason reason);
   SendStatus pause_local(ConnectionId id, bool pause);
   void multicast_local(MulticastBatch* b);
+  /// Owner thread: queues a multicast payload for one hosted connection (copied when small).
+  SendStatus send_shared(ConnectionId id, SharedPayload* p);
   /// Owner thread: a command from this shard's handlers for a connection another shard hosts;
   /// queued in order and pushed at the end of the pass (never refused for lack of room: while
   /// too many wait, the clients whose messages produce them are not read).

@@ -100,17 +100,26 @@ bool Shard::accepts_output(const Conn* c) const {
          (c->state == ConnState::closing && c->reason == CloseReason::shutdown);
 }
 
+SendStatus Shard::send_shared(ConnectionId id, SharedPayload* p) {
+  // A small payload is copied straight into the queue (as a plain send); a large one is linked
+  // by a block that holds a reference of its own.
+  if (p->len <= SendQueue::kShareMin && table_.find(id, index_) != nullptr) {
+    return send_local(id, p->data(), p->len);
+  }
+  retain_shared_payload(p);
+  return send_local(id, make_shared_block(p));
+}
+
 void Shard::multicast_local(MulticastBatch* b) {
   for (std::uint64_t v : b->ids) {
     const ConnectionId id = ConnectionId::from_value(v);
-    retain_shared_payload(b->payload);
-    SendBlock* blk = make_shared_block(b->payload);
-    Conn* c = table_.find(id, index_);
-    if (c != nullptr) {
-      (void)send_local(id, blk);
+    if (table_.find(id, index_) != nullptr) {
+      (void)send_shared(id, b->payload);
       continue;
     }
     // Not hosted here (being handed to us, or moved on): as a single send would be.
+    retain_shared_payload(b->payload);
+    SendBlock* blk = make_shared_block(b->payload);
     const Command one{v, blk, blk->size(), CommandKind::send, 0, 0};
     if (Conn* t = target_of(one)) (void)send_local(t->id(), blk);
   }
