@@ -15,6 +15,7 @@ const char* to_string(FrameError e) noexcept {
     case FrameError::none: return "none";
     case FrameError::line_too_long: return "line_too_long";
     case FrameError::frame_too_long: return "frame_too_long";
+    case FrameError::malformed: return "malformed";
   }
   return "unknown";
 }
@@ -22,9 +23,11 @@ const char* to_string(FrameError e) noexcept {
 FrameState::~FrameState() { std::free(buf_); }
 
 FrameState::FrameState(FrameState&& o) noexcept
-    : buf_(o.buf_), len_(o.len_), cap_(o.cap_), scan_(o.scan_), error_(o.error_), held_(o.held_) {
+    : buf_(o.buf_), len_(o.len_), cap_(o.cap_), progress_(o.progress_), scan_(o.scan_),
+      error_(o.error_), held_(o.held_) {
   o.buf_ = nullptr;
   o.len_ = o.cap_ = o.scan_ = 0;
+  o.progress_ = 0;
   o.held_ = false;
 }
 
@@ -35,10 +38,12 @@ FrameState& FrameState::operator=(FrameState&& o) noexcept {
     len_ = o.len_;
     cap_ = o.cap_;
     scan_ = o.scan_;
+    progress_ = o.progress_;
     error_ = o.error_;
     held_ = o.held_;
     o.buf_ = nullptr;
     o.len_ = o.cap_ = o.scan_ = 0;
+    o.progress_ = 0;
     o.held_ = false;
   }
   return *this;
@@ -50,6 +55,7 @@ void FrameState::clear() {
   std::free(buf_);
   buf_ = nullptr;
   len_ = cap_ = scan_ = 0;
+  progress_ = 0;
   held_ = false;
 }
 
@@ -118,6 +124,7 @@ void Framer::grow_prefixed(FrameState& st, std::uint32_t need, std::uint32_t tot
 
 std::string_view Framer::buffered_frame(const FrameState& st) const {
   if (cfg_.kind == Framing::line) return {st.buf_, st.len_};
+  if (cfg_.kind == Framing::custom) return {st.buf_ + msg_off_, msg_len_};
   return {st.buf_ + cfg_.prefix_bytes, st.len_ - cfg_.prefix_bytes};
 }
 
@@ -164,6 +171,86 @@ Framer::Step Framer::complete_prefixed(FrameState& st, const char* p, std::size_
   return st.len_ == total ? Step::complete : Step::need_more;
 }
 
+const char* Framer::error_reason(const FrameState& st) const {
+  if (st.error_ == FrameError::malformed && reason_ != nullptr) return reason_;
+  return to_string(st.error_);
+}
+
+FeedStatus Framer::failed(FrameState& st, Outcome o) {
+  if (o == Outcome::malformed) {
+    fail(st, FrameError::malformed);
+  } else {
+    fail(st, cfg_.kind == Framing::line ? FrameError::line_too_long : FrameError::frame_too_long);
+  }
+  return FeedStatus::error;
+}
+
+Framer::Step Framer::check_decoded(const Decoded& d, std::size_t avail) {
+  // A decoder is user code: an answer that does not fit its input is its bug, and costs only
+  // this connection.
+  reason_ = nullptr;
+  const std::size_t limit = max_frame();
+  switch (d.status) {
+    case Decoded::Status::complete:
+      if (d.consumed == 0 || d.consumed > avail || d.offset > d.consumed ||
+          d.length > d.consumed - d.offset) {
+        reason_ = "decoder answered a message size outside its input";
+        return Step::failed;
+      }
+      return d.consumed > limit ? Step::failed : Step::complete;
+    case Decoded::Status::need_more:
+      // Over the limit before anything is stored for it: the claim, or what arrived.
+      return d.at_least > limit || avail >= limit ? Step::failed : Step::need_more;
+    case Decoded::Status::malformed:
+      break;
+  }
+  reason_ = d.reason != nullptr ? d.reason : "malformed input";
+  return Step::failed;
+}
+
+Framer::Step Framer::complete_custom(FrameState& st, const char* p, std::size_t n, std::size_t& used) {
+  // The buffer holds the start of one message (the decoder said need_more for it). New bytes
+  // are appended in steps that double (or exactly up to the size the decoder asked for), so
+  // the bytes copied past the message's end are bounded by its own size, and the rest of the
+  // read is framed in place by the caller.
+  const std::uint32_t limit = max_frame();
+  const std::uint32_t old_len = st.len_;
+  used = 0;
+  for (;;) {
+    std::size_t want = st.scan_ > st.len_ ? st.scan_ - st.len_ : std::max<std::size_t>(st.len_, 256);
+    want = std::min<std::size_t>({want, n - used, std::size_t{limit} - st.len_});
+    if (want == 0) return Step::need_more;  // all of p is in (the limit case failed earlier)
+    const auto total = static_cast<std::uint32_t>(st.len_ + want);
+    grow_line(st, total);
+    std::memcpy(st.buf_ + st.len_, p + used, want);
+    st.len_ = total;
+    used += want;
+    if (st.scan_ > st.len_) {
+      if (used == n) return Step::need_more;
+      continue;
+    }
+    const Decoded d = cfg_.decoder->decode(std::string_view(st.buf_, st.len_), st.progress_);
+    const Step step = check_decoded(d, st.len_);
+    if (step == Step::need_more) {
+      st.scan_ = d.at_least > st.len_ ? static_cast<std::uint32_t>(d.at_least) : 0;
+      if (used == n) return Step::need_more;
+      continue;
+    }
+    if (step == Step::complete && d.consumed <= old_len) {
+      // It said need_more for these very bytes before: a decoder whose answers contradict.
+      reason_ = "decoder found a message end in input it had called incomplete";
+    }
+    if (step == Step::failed || reason_ != nullptr) {
+      fail(st, reason_ != nullptr ? FrameError::malformed : FrameError::frame_too_long);
+      return Step::failed;
+    }
+    used = d.consumed - old_len;
+    msg_off_ = d.offset;
+    msg_len_ = d.length;
+    return Step::complete;
+  }
+}
+
 void Framer::store_partial(FrameState& st, const char* p, std::size_t n) const {
   if (n == 0) {
     resize(st, 0, false);
@@ -178,6 +265,11 @@ void Framer::store_partial(FrameState& st, const char* p, std::size_t n) const {
     const bool reuse = st.cap_ >= len && std::uint64_t{st.cap_} <= std::min<std::uint64_t>(std::uint64_t{want} * 4, max_frame());
     if (!reuse) resize(st, want, false);
     st.scan_ = len;
+  } else if (cfg_.kind == Framing::custom) {
+    // Only what arrived; the size the decoder waits for is a claim, kept as a number.
+    const bool reuse = st.cap_ >= len && st.cap_ / 4 <= len;
+    if (!reuse) resize(st, len, false);
+    st.scan_ = static_cast<std::uint32_t>(need_);
   } else {
     // Only what arrived: the header's claim is not trusted with memory (see grow_prefixed).
     resize(st, std::max<std::uint32_t>(len, cfg_.prefix_bytes), false);
@@ -205,6 +297,9 @@ void Framer::keep_partial(FrameState& st, std::size_t off) const {
     const std::uint32_t want = line_capacity(st.len_);
     if (std::uint64_t{st.cap_} > std::min<std::uint64_t>(std::uint64_t{want} * 4, max_frame())) resize(st, want, true);
     st.scan_ = st.len_;
+  } else if (cfg_.kind == Framing::custom) {
+    if (st.cap_ / 4 > st.len_) resize(st, st.len_, true);
+    st.scan_ = static_cast<std::uint32_t>(need_);
   } else {
     resize(st, std::max<std::uint32_t>(st.len_, cfg_.prefix_bytes), true);
   }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "esockets/decoder.hpp"
 #include "esockets/options.hpp"
 
 namespace esockets::detail {
@@ -19,12 +20,15 @@ struct FramerConfig {
   char delimiter = '\n';
   unsigned prefix_bytes = 4;          // 1, 2 or 4 (length_prefixed)
   std::size_t max_frame = 1 << 20;    // max line length (without delimiter) / max payload
+                                      // (custom: max input one message consumes)
+  const Decoder* decoder = nullptr;   // custom only; owned by the server's options
 };
 
 enum class FrameError : std::uint8_t {
   none,
   line_too_long,   // no delimiter within max_frame bytes
-  frame_too_long,  // length header announces more than max_frame
+  frame_too_long,  // length header announces more than max_frame (custom: message over it)
+  malformed,       // custom: the decoder rejected the input (Framer::error_reason says why)
 };
 const char* to_string(FrameError e) noexcept;
 
@@ -34,7 +38,7 @@ enum class FeedStatus : std::uint8_t {
   error,    // framing error (see FrameState::error()); terminal: no frame is ever delivered again
 };
 
-// Per-connection framing state; small (24 bytes), movable, not copyable.
+// Per-connection framing state; small (32 bytes), movable, not copyable.
 class FrameState {
  public:
   FrameState() = default;
@@ -59,11 +63,13 @@ class FrameState {
   char* buf_ = nullptr;
   std::uint32_t len_ = 0;
   std::uint32_t cap_ = 0;
-  std::uint32_t scan_ = 0;   // line: bytes already searched for the delimiter
+  std::uint64_t progress_ = 0;  // custom: the decoder's scratch for the message in the buffer
+  std::uint32_t scan_ = 0;   // line: bytes already searched for the delimiter; custom: the
+                             // buffered size the decoder waits for (0 = any new byte)
   FrameError error_ = FrameError::none;
   bool held_ = false;        // input was held back by a stop
 };
-static_assert(sizeof(FrameState) <= 24, "FrameState is embedded in every connection");
+static_assert(sizeof(FrameState) <= 32, "FrameState is embedded in every connection");
 
 #ifdef ESOCKETS_FRAMER_TEST_COUNTERS
 // Test-only instrumentation (define the macro for every TU of the test binary, framer.cpp
@@ -88,6 +94,11 @@ class Framer {
   template <class Sink>
   FeedStatus feed(FrameState& st, const char* data, std::size_t len, Sink&& sink);
 
+  // Why the last feed/resume that returned error failed: the decoder's reason for malformed,
+  // else to_string(st.error()). Read right after the call (the decoder's text is not stored
+  // per connection).
+  const char* error_reason(const FrameState& st) const;
+
   // Delivers frames held back by an earlier stop (call before reading more).
   template <class Sink>
   FeedStatus resume(FrameState& st, Sink&& sink) { return feed(st, nullptr, 0, sink); }
@@ -99,7 +110,7 @@ class Framer {
   std::size_t header_for(std::size_t payload_len, char* hdr, bool* trailer) const;
 
  private:
-  enum class Outcome : std::uint8_t { partial, stopped, too_long };
+  enum class Outcome : std::uint8_t { partial, stopped, too_long, malformed };
   struct Run {
     Outcome outcome;
     std::size_t pos;  // partial: start of the unfinished frame; stopped: first undelivered byte
@@ -115,6 +126,11 @@ class Framer {
   template <class Sink>
   Run run_prefixed(const char* p, std::size_t n, Sink& sink) const;
   template <class Sink>
+  Run run_custom(FrameState& st, const char* p, std::size_t n, Sink& sink);
+  template <class Sink>
+  Run run(FrameState& st, const char* p, std::size_t n, Sink& sink);
+  FeedStatus failed(FrameState& st, Outcome o);
+  template <class Sink>
   FeedStatus drain_held(FrameState& st, Sink& sink);
   template <class Sink>
   FeedStatus feed_direct(FrameState& st, const char* data, std::size_t len, Sink& sink);
@@ -122,6 +138,8 @@ class Framer {
   // Buffer management, out of line (framer.cpp): the slow paths, shared by every sink type.
   Step complete_line(FrameState& st, const char* p, std::size_t n, std::size_t& used) const;
   Step complete_prefixed(FrameState& st, const char* p, std::size_t n, std::size_t& used) const;
+  Step complete_custom(FrameState& st, const char* p, std::size_t n, std::size_t& used);
+  Step check_decoded(const Decoded& d, std::size_t avail);
   std::string_view buffered_frame(const FrameState& st) const;
   void store_partial(FrameState& st, const char* p, std::size_t n) const;
   void keep_partial(FrameState& st, std::size_t off) const;
@@ -135,6 +153,12 @@ class Framer {
   static void resize(FrameState& st, std::uint32_t cap, bool keep);
 
   FramerConfig cfg_;
+  // custom, transient (set by one call, read by the same feed): what the last need_more asked
+  // for, where the message completed from the buffer lies, why the input was rejected.
+  std::size_t need_ = 0;
+  std::size_t msg_off_ = 0;
+  std::size_t msg_len_ = 0;
+  const char* reason_ = nullptr;
 };
 
 }  // namespace esockets::detail

@@ -69,11 +69,45 @@ Framer::Run Framer::run_prefixed(const char* p, std::size_t n, Sink& sink) const
 }
 
 template <class Sink>
+Framer::Run Framer::run_custom(FrameState& st, const char* p, std::size_t n, Sink& sink) {
+  // The decoder sees everything from the message start to the end of the input; its progress
+  // scratch lets it resume its scan. A claim (need_more's at_least) only gates the next call.
+  std::size_t pos = 0;
+  need_ = 0;
+  while (pos < n) {
+    const std::size_t avail = n - pos;
+    const Decoded d = cfg_.decoder->decode(std::string_view(p + pos, avail), st.progress_);
+    const Step step = check_decoded(d, avail);
+    if (step == Step::failed) return {reason_ != nullptr ? Outcome::malformed : Outcome::too_long, pos};
+    if (step == Step::need_more) {
+      need_ = d.at_least > avail ? d.at_least : 0;
+      return {Outcome::partial, pos};
+    }
+    st.progress_ = 0;
+    const bool go = static_cast<bool>(sink(std::string_view(p + pos + d.offset, d.length)));
+    pos += d.consumed;
+    if (!go) return {Outcome::stopped, pos};
+  }
+  return {Outcome::partial, pos};
+}
+
+template <class Sink>
+Framer::Run Framer::run(FrameState& st, const char* p, std::size_t n, Sink& sink) {
+  switch (cfg_.kind) {
+    case Framing::line: return run_lines(p, n, sink);
+    case Framing::length_prefixed: return run_prefixed(p, n, sink);
+    case Framing::custom: return run_custom(st, p, n, sink);
+    case Framing::raw: break;
+  }
+  return {Outcome::partial, 0};  // raw never gets here (feed delivers each read whole)
+}
+
+template <class Sink>
 FeedStatus Framer::drain_held(FrameState& st, Sink& sink) {
   // Held bytes start at a frame boundary and were never searched, so framing them in place
   // does not rescan anything.
   const char* held = st.buf_ + st.scan_;
-  const Run r = cfg_.kind == Framing::line ? run_lines(held, st.len_, sink) : run_prefixed(held, st.len_, sink);
+  const Run r = run(st, held, st.len_, sink);
   switch (r.outcome) {
     case Outcome::partial:
       keep_partial(st, r.pos);
@@ -82,16 +116,15 @@ FeedStatus Framer::drain_held(FrameState& st, Sink& sink) {
       drop_front(st, r.pos);
       return FeedStatus::stopped;
     case Outcome::too_long:
+    case Outcome::malformed:
       break;
   }
-  fail(st, cfg_.kind == Framing::line ? FrameError::line_too_long : FrameError::frame_too_long);
-  return FeedStatus::error;
+  return failed(st, r.outcome);
 }
 
 template <class Sink>
 FeedStatus Framer::feed_direct(FrameState& st, const char* data, std::size_t len, Sink& sink) {
-  const Run r = cfg_.kind == Framing::line ? run_lines(data, len, sink)
-                                           : run_prefixed(data, len, sink);
+  const Run r = run(st, data, len, sink);
   switch (r.outcome) {
     case Outcome::partial:
       store_partial(st, data + r.pos, len - r.pos);
@@ -100,10 +133,10 @@ FeedStatus Framer::feed_direct(FrameState& st, const char* data, std::size_t len
       hold(st, data + r.pos, len - r.pos);
       return FeedStatus::stopped;
     case Outcome::too_long:
+    case Outcome::malformed:
       break;
   }
-  fail(st, cfg_.kind == Framing::line ? FrameError::line_too_long : FrameError::frame_too_long);
-  return FeedStatus::error;
+  return failed(st, r.outcome);
 }
 
 template <class Sink>
@@ -123,14 +156,16 @@ FeedStatus Framer::feed(FrameState& st, const char* data, std::size_t len, Sink&
   if (len == 0) return FeedStatus::ok;
   std::size_t used = 0;
   if (st.len_ != 0) {
-    const Step step = cfg_.kind == Framing::line ? complete_line(st, data, len, used)
-                                                 : complete_prefixed(st, data, len, used);
+    const Step step = cfg_.kind == Framing::line              ? complete_line(st, data, len, used)
+                      : cfg_.kind == Framing::length_prefixed ? complete_prefixed(st, data, len, used)
+                                                              : complete_custom(st, data, len, used);
     if (step == Step::need_more) return FeedStatus::ok;
     if (step == Step::failed) return FeedStatus::error;
     const bool go = static_cast<bool>(sink(buffered_frame(st)));
     // The allocation is kept (len_ = 0) so that feed_direct may reuse it for the next partial.
     st.len_ = 0;
     st.scan_ = 0;
+    st.progress_ = 0;
     if (!go) {
       hold(st, data + used, len - used);
       return FeedStatus::stopped;

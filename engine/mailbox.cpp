@@ -17,12 +17,14 @@ void dispose(const Command& c) {
     release_shared_payload(b->payload);
     delete b;
   }
+  if (c.kind == CommandKind::post) delete static_cast<PostedFn*>(c.data);
 }
 
 void dispose(const Event& e) {
   if (e.data == nullptr) return;
   if (e.kind == EventKind::connect) delete static_cast<PeerAddress*>(e.data);
   if (e.kind == EventKind::message) std::free(e.data);
+  if (e.kind == EventKind::post) delete static_cast<PostedFn*>(e.data);
 }
 
 }  // namespace esockets::detail

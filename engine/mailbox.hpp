@@ -13,10 +13,12 @@
 #include <boost/lockfree/spsc_queue.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <type_traits>
 #include <vector>
 
+#include "esockets/connection.hpp"
 #include "send_queue.hpp"
 
 namespace esockets::detail {
@@ -30,6 +32,8 @@ enum class EventKind : std::uint8_t {
   eof,          // the peer shut down its side: answer with CommandKind::eof_ack
   barrier,      // stop protocol: answer with CommandKind::barrier_ack
   moved,        // the connection now lives on shard `len`; its later events come from there
+  framing_error,  // data: the reason (static text); an eof event follows
+  post,         // data: PostedFn*, run on the connection (Server::post, a timer moved along)
 };
 
 struct Event {
@@ -51,6 +55,7 @@ enum class CommandKind : std::uint8_t {
   adopt,        // data: AdoptBatch*, connections handed over by another shard
   adopt_fd,     // data: FreshFd*, a just-accepted socket placed here by least_loaded balance
   move_out,     // data: MoveRequest*, hand connections to other shards (rebalance, retire)
+  post,         // data: PostedFn*, run on the connection's handler thread (Server::post)
 };
 
 struct Command {
@@ -72,6 +77,11 @@ inline bool is_control(CommandKind k) {
   return k == CommandKind::eof_ack || k == CommandKind::barrier_ack || k == CommandKind::adopt ||
          k == CommandKind::adopt_fd || k == CommandKind::move_out;
 }
+
+// A function to run with a connection on its handler thread (Server::post).
+struct PostedFn {
+  std::function<void(Connection&)> fn;
+};
 
 // One payload for many connections: holds one reference to it. Split per shard on its way.
 struct MulticastBatch {

@@ -53,6 +53,12 @@ void validate_options_or_throw(const ServerOptions& o) {
       o.length_prefix_bytes != 2 && o.length_prefix_bytes != 4) {
     bad_option("length_prefix_bytes", "must be 1, 2 or 4");
   }
+  if (o.framing == Framing::custom && o.decoder == nullptr) {
+    bad_option("decoder", "must be set with framing = Framing::custom");
+  }
+  if (o.framing != Framing::custom && o.decoder != nullptr) {
+    bad_option("decoder", "is used only with framing = Framing::custom (set framing, or drop it)");
+  }
   if (o.max_frame < 1 || o.max_frame > (1u << 30)) {
     bad_option("max_frame", "must be between 1 byte and 1 GiB");
   }
@@ -92,7 +98,7 @@ ServerCore::ServerCore(Server& server, Handler& handler, ServerOptions options)
       handler_(handler),
       opts_(std::move(options)),
       framer_(FramerConfig{opts_.framing, opts_.line_delimiter, opts_.length_prefix_bytes,
-                           opts_.max_frame}) {
+                           opts_.max_frame, opts_.decoder.get()}) {
   validate_options_or_throw(opts_);
   stop_efd_ = ::eventfd(0, EFD_CLOEXEC);
   if (stop_efd_ < 0) throw std::system_error(errno, std::generic_category(), "esockets: eventfd");

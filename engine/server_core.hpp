@@ -25,6 +25,7 @@
 #include "framer.hpp"
 #include "mailbox.hpp"
 #include "route_epoch.hpp"
+#include "timers.hpp"
 
 namespace esockets::detail {
 
@@ -72,6 +73,17 @@ class ServerCore {
   MulticastResult multicast(std::span<const ConnectionId> ids, Bytes bytes, bool framed);
   bool wait_writable(ConnectionId id, std::chrono::milliseconds timeout);
   bool connected(ConnectionId id) const { return table_ != nullptr && table_->live(id); }
+  SendStatus post(ConnectionId id, std::function<void(Connection&)>&& fn);
+
+  // Timers (timers.hpp). The calling engine thread's timers, or nullptr off engine threads.
+  ThreadTimers* thread_timers();
+  /// The timers of the thread running `id`'s handlers, if that is the calling thread.
+  ThreadTimers* timers_for(ConnectionId id);
+  TimerId next_timer_id() { return timer_ids_.fetch_add(1, std::memory_order_relaxed) + 1; }
+  std::uint64_t add_tick(std::chrono::milliseconds period, std::function<void()>&& fn);
+  void cancel_tick(std::uint64_t id);
+  std::uint64_t ticks_version() const { return ticks_version_.load(std::memory_order_acquire); }
+  std::vector<std::shared_ptr<TickRegistration>> ticks_snapshot() const;
   std::size_t client_count() const;
   void for_each_client(const std::function<void(ConnectionId)>& fn) const;
   Stats stats() const;
@@ -152,6 +164,10 @@ class ServerCore {
   std::atomic<std::size_t> fds_in_use_{0};
   std::atomic<std::uint32_t> fd_release_epoch_{0};
   std::atomic<std::uint64_t> worker_warnings_{0};
+  std::atomic<std::uint64_t> timer_ids_{0};
+  mutable std::mutex ticks_mu_;
+  std::vector<std::shared_ptr<TickRegistration>> ticks_;  // ticks_mu_
+  std::atomic<std::uint64_t> ticks_version_{0};
   std::atomic<bool> workers_exit_{false};
   std::atomic<std::int64_t> in_transit_{0};
   std::atomic<unsigned> stop_ready_{0};

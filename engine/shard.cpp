@@ -36,7 +36,8 @@ Shard::Shard(ServerCore& core, std::uint32_t index, int listen_fd)
       listen_fd_(listen_fd),
       table_(core.table()),
       framer_(core.framer().config()),
-      inbox_(std::make_unique<CommandInbox>(core.options().command_queue_capacity)) {
+      inbox_(std::make_unique<CommandInbox>(core.options().command_queue_capacity)),
+      timers_(core) {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw std::system_error(errno, std::generic_category(), "esockets: epoll_create1");
   epoll_event ev{};
@@ -84,6 +85,7 @@ Shard::~Shard() {
   for (auto& [id, cmds] : incoming_) {
     for (const Command& x : cmds) dispose(x);
   }
+  for (const Command& x : posted_) dispose(x);
   auto drop_batch = [this](AdoptBatch* b) {
     if (b == nullptr) return;
     for (Conn* c : b->conns) {
@@ -136,7 +138,7 @@ bool Shard::inbound_pending() const {
 }
 
 int Shard::next_timeout_ms() const {
-  if (!dirty_.empty() || !graveyard_.empty() || !resumes_.empty()) return 0;
+  if (!dirty_.empty() || !graveyard_.empty() || !resumes_.empty() || !posted_.empty()) return 0;
   if (move_ == Move::quiescing || !unsent_.empty() || !remote_.empty()) return 1;
   for (const auto& ob : outboxes_) {
     if (!ob.empty() || !ob.flow_paused.empty()) return static_cast<int>(kTickMs) / 10 + 1;
@@ -159,6 +161,10 @@ void Shard::run() {
   load_window_start_ns_ = monotonic_ns();
   while (true) {
     int timeout = next_timeout_ms();
+    if (timeout != 0) {
+      const int t = timers_timeout_ms();
+      if (t >= 0 && (timeout < 0 || t < timeout)) timeout = t;
+    }
     std::int64_t poll_start = 0;  // set when this pass is a poll that found nothing queued
     if (timeout != 0 && poll_ns_ > 0) {
       const std::int64_t now = monotonic_ns();
@@ -194,7 +200,9 @@ void Shard::run() {
       }
     }
     drain_commands();
+    run_posted();
     process_resumes();
+    run_timers();
     flush_remote();
     service_workers();
     if (phase_ != Phase::serving || stop_requested_.load(std::memory_order_acquire)) advance_stop();
@@ -468,6 +476,9 @@ void Shard::apply(const Command& cmd) {
     }
     case CommandKind::move_out:
       start_move(static_cast<MoveRequest*>(cmd.data));
+      return;
+    case CommandKind::post:
+      apply_post(cmd);
       return;
   }
 }

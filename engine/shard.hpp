@@ -33,6 +33,7 @@
 #include "mailbox.hpp"
 #include "outgoing.hpp"
 #include "shard_stats.hpp"
+#include "timers.hpp"
 #include "wakeup.hpp"
 
 namespace esockets::detail {
@@ -116,6 +117,10 @@ class Shard {
   /// Owner thread: nothing waits in the Outgoing list (direct application keeps order).
   bool remote_empty() const { return remote_.empty(); }
   bool on_own_thread() const;
+  /// Owner thread: a Server::post for a connection hosted here, run from the loop this pass.
+  void post_local(const Command& c) { posted_.push_back(c); }
+  /// Owner thread: this shard's timers (connection timers of inline handlers, thread timers).
+  ThreadTimers& timers() { return timers_; }
 
  private:
   // epoll data of the listener and the wakeup eventfd: ids no connection can have (gen 0).
@@ -180,6 +185,11 @@ class Shard {
   void advance_stop();
   void sweep_timers();
   void sweep_timeouts();
+  // shard_timers.cpp: posted functions and timers.
+  void apply_post(const Command& cmd);
+  void run_posted();
+  void run_timers();
+  int timers_timeout_ms() const;
   void update_load();
   void flush_dirty();
   void free_graveyard();
@@ -242,6 +252,8 @@ class Shard {
   std::vector<ConnectionId> timed_;
   std::vector<Conn*> graveyard_;
   std::vector<Command> cmd_batch_;
+  std::vector<Command> posted_;  // Server::post to run with inline handlers, in order
+  ThreadTimers timers_;
   // Commands for connections being handed to us, held until the hand-over arrives.
   std::unordered_map<std::uint64_t, std::vector<Command>> incoming_;
   Phase phase_ = Phase::serving;

@@ -133,8 +133,16 @@ void Shard::deliver(Conn* c, const char* p, std::size_t n) {
     return;
   }
   if (st == FeedStatus::error) {
-    warn(std::string("framing error from ") + c->pub.getip() + ": " + to_string(c->frame.error()));
+    const char* why = framer_.error_reason(c->frame);
+    warn(std::string("framing error from ") + c->pub.getip() + ": " + why);
     c->frame.clear();
+    // The handler may answer (an error reply); it goes out before the close.
+    if (outboxes_.empty()) {
+      call_handler(c, [&] { core_.handler().on_framing_error(c->pub, why); });
+      if (table_.find(id, index_) != c) return;
+    } else {
+      emit(c->worker, Event{id.value(), const_cast<char*>(why), 0, EventKind::framing_error, 0});
+    }
     close_after_worker(c, CloseReason::framing_error);
   }
 }
@@ -397,6 +405,8 @@ void Shard::retire(Conn* c, CloseReason reason) {
     } catch (...) {
       warn("on_client_disconnect threw a non-std exception");
     }
+    // Typed state and timers end with the handler's view of the connection.
+    c->pub.release_extras();
   } else {
     emit(c->worker, Event{id.value(), nullptr, 0, EventKind::disconnect,
                           static_cast<std::uint8_t>(reason)});

@@ -164,6 +164,8 @@ void Shard::hand_over_batch() {
     for (Conn* c : b->conns) {
       // Nobody here may find it any more; the target claims it in adopt_batch().
       table_.set_host(c->id().slot(), ConnectionTable::kInTransit);
+      // Its timers go with it (its handlers run on the shard that hosts it).
+      if (ConnExtras* x = ExtrasAccess::of(c->pub)) timers_.detach(*x);
       c->dirty = false;
       c->timed = false;
       c->resume_pending = false;  // the new shard delivers held frames (adopt_batch)
@@ -193,6 +195,7 @@ void Shard::adopt_batch(AdoptBatch* batch) {
   for (Conn* c : batch->conns) {
     const ConnectionId id = c->id();
     table_.set_host(id.slot(), index_);
+    if (ConnExtras* x = ExtrasAccess::of(c->pub)) timers_.attach(*x);
     c->moving = false;
     c->registered = false;
     c->armed = 0;

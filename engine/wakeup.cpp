@@ -1,6 +1,9 @@
 #include "wakeup.hpp"
 
+#include <linux/futex.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -28,7 +31,9 @@ void Wakeup::notify() {
     ssize_t r = ::write(efd_, &one, sizeof one);
     (void)r;
   } else {
-    state_.notify_one();
+    // The futex word is the state itself (std::atomic::wait has no timeout, and its notify
+    // may skip the wake-up for waiters it did not register itself).
+    ::syscall(SYS_futex, word(), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
   }
 }
 
@@ -38,9 +43,20 @@ void Wakeup::drain_eventfd() {
   (void)r;
 }
 
-void Wakeup::sleep_futex() {
-  // Returns once a producer moved the state away from kSleeping.
-  state_.wait(kSleeping, std::memory_order_acquire);
+void Wakeup::sleep_futex(int timeout_ms) {
+  // Returns once a producer moved the state away from kSleeping (or the time is up). The
+  // kernel compares the word with kSleeping before sleeping, so a notify in between is seen.
+  timespec ts{};
+  timespec* limit = nullptr;
+  if (timeout_ms >= 0) {
+    ts.tv_sec = timeout_ms / 1000;
+    ts.tv_nsec = static_cast<long>(timeout_ms % 1000) * 1000000;
+    limit = &ts;
+  }
+  while (state_.load(std::memory_order_acquire) == kSleeping) {
+    const long r = ::syscall(SYS_futex, word(), FUTEX_WAIT_PRIVATE, kSleeping, limit, nullptr, 0);
+    if (r != 0 && errno == ETIMEDOUT) break;
+  }
   woke();
 }
 

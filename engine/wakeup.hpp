@@ -30,8 +30,9 @@ class Wakeup {
   void woke() { state_.exchange(kAwake, std::memory_order_acq_rel); }
   /// Owner (eventfd mode): the eventfd showed up readable; reset it.
   void drain_eventfd();
-  /// Owner (futex mode): sleep until notified. Call after prepare_sleep and an empty re-check.
-  void sleep_futex();
+  /// Owner (futex mode): sleep until notified, or at most timeout_ms (-1 = no limit). Call
+  /// after prepare_sleep and an empty re-check.
+  void sleep_futex(int timeout_ms = -1);
   /// Count of kernel wakeup calls made (for benchmarks and tests).
   std::uint64_t kernel_notifies() const { return notifies_.load(std::memory_order_relaxed); }
 
@@ -39,6 +40,8 @@ class Wakeup {
   static constexpr std::uint32_t kAwake = 0;
   static constexpr std::uint32_t kSleeping = 1;
   static constexpr std::uint32_t kNotified = 2;
+  std::uint32_t* word() { return reinterpret_cast<std::uint32_t*>(&state_); }
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
 
   alignas(64) std::atomic<std::uint32_t> state_{kAwake};
   std::atomic<std::uint64_t> notifies_{0};

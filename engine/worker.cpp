@@ -16,7 +16,7 @@ namespace {
 constexpr std::size_t kEventBatch = 256;
 }
 
-Worker::Worker(ServerCore& core, unsigned index) : core_(core), index_(index) {
+Worker::Worker(ServerCore& core, unsigned index) : core_(core), index_(index), timers_(core) {
   batch_.resize(kEventBatch);
   high_mark_ = core.options().command_queue_capacity;
   poll_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(core.options().handoff_poll).count();
@@ -63,6 +63,7 @@ void Worker::run() {
   tls_context = ThreadContext{&core_, -1, static_cast<int>(index_)};
   const std::size_t low_mark = core_.options().worker_queue_capacity / 2;
   while (true) {
+    run_timers();
     if (!flush_pending()) {
       // A shard is behind on our commands: wait for it rather than pile up more work (its
       // events wait in its queue, so it stops reading the clients that produce them).
@@ -122,14 +123,42 @@ void Worker::run() {
       continue;
     }
     wake_.prepare_sleep();
-    if (any_event_queued() || core_.workers_should_exit()) {
+    if (any_event_queued() || core_.workers_should_exit() ||
+        timers_.ticks_pending()) {
       wake_.woke();
       continue;
     }
-    wake_.sleep_futex();
+    wake_.sleep_futex(timers_.timeout_ms(monotonic_ms()));
   }
   flush_pending();  // whatever is left goes to shards that have ended: disposed
   pending_.clear();
+}
+
+void Worker::run_timers() {
+  timers_.sync_ticks();
+  if (timers_.empty()) return;
+  timers_.run_due(
+      monotonic_ms(),
+      [this](std::uint64_t id) -> Connection* {
+        auto it = conns_.find(id);
+        return it != conns_.end() && !it->second.refused && !it->second.failed ? &it->second.pub
+                                                                                : nullptr;
+      },
+      [this](Connection& pub, const std::function<void(Connection&)>& fn) {
+        guarded(conns_.at(pub.id().value()), "a timer", [&] { fn(pub); });
+      },
+      [this](const std::string& msg) { warn(msg); });
+}
+
+template <class Fn>
+void Worker::guarded(WorkerConn& wc, const char* what, Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& ex) {
+    fail(wc, what, ex.what());
+  } catch (...) {
+    fail(wc, what, "non-std exception");
+  }
 }
 
 void Worker::fail(WorkerConn& wc, const char* what, const char* detail) {
@@ -230,7 +259,17 @@ void Worker::process(unsigned shard, const Event& e) {
       } catch (...) {
         warn("on_client_disconnect threw a non-std exception");
       }
+      it->second.pub.release_extras();  // typed state and timers end here
       conns_.erase(it);
+      return;
+    }
+    case EventKind::post: {
+      auto* p = static_cast<PostedFn*>(e.data);
+      auto it = conns_.find(e.id);
+      if (it != conns_.end() && !it->second.refused && !it->second.failed) {
+        guarded(it->second, "a posted function", [&] { p->fn(it->second.pub); });
+      }
+      delete p;
       return;
     }
     case EventKind::output_high:
@@ -247,6 +286,18 @@ void Worker::process(unsigned shard, const Event& e) {
         fail(it->second, "on_output_high/low", ex.what());
       } catch (...) {
         fail(it->second, "on_output_high/low", "non-std exception");
+      }
+      return;
+    }
+    case EventKind::framing_error: {
+      auto it = conns_.find(e.id);
+      if (it == conns_.end() || it->second.refused || it->second.failed) return;
+      try {
+        h.on_framing_error(it->second.pub, static_cast<const char*>(e.data));
+      } catch (const std::exception& ex) {
+        fail(it->second, "on_framing_error", ex.what());
+      } catch (...) {
+        fail(it->second, "on_framing_error", "non-std exception");
       }
       return;
     }

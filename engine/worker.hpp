@@ -15,6 +15,7 @@
 #include "esockets/connection.hpp"
 #include "mailbox.hpp"
 #include "outgoing.hpp"
+#include "timers.hpp"
 #include "wakeup.hpp"
 
 namespace esockets::detail {
@@ -47,6 +48,10 @@ class Worker {
   SendStatus queue_command(const Command& c);
   /// Worker thread: queue a reply the engine owes (ack, refusal, failure close): never refused.
   void queue_control(const Command& c);
+  /// Worker thread: this worker runs `id`'s handlers.
+  bool hosts(ConnectionId id) const { return conns_.count(id.value()) != 0; }
+  /// Worker thread: its timers (its connections' and its own).
+  ThreadTimers& timers() { return timers_; }
 
  private:
   struct Held {
@@ -61,12 +66,16 @@ class Worker {
   bool flush_pending();  // false if a shard's queue is full
   bool any_event_queued();
   void fail(WorkerConn& wc, const char* what, const char* detail);
+  void run_timers();
+  template <class Fn>
+  void guarded(WorkerConn& wc, const char* what, Fn&& fn);
   void warn(const std::string& msg);
 
   ServerCore& core_;
   const unsigned index_;
   Wakeup wake_{false};
   std::thread thread_;
+  ThreadTimers timers_;  // before conns_: a connection's timers unlink from it when it goes
   std::unordered_map<std::uint64_t, WorkerConn> conns_;
   // Events that arrived from a shard the connection has not moved to yet (the old shard's
   // "moved" marker is still queued), or before its connect event.

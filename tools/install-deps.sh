@@ -5,7 +5,8 @@
 set -euo pipefail
 
 packages=(cmake make g++ libboost-dev libgtest-dev libgmock-dev libbenchmark-dev libuv1-dev
-          clang libclang-rt-14-dev python3 iproute2 procps util-linux)
+          clang libclang-rt-14-dev python3 iproute2 procps util-linux
+          redis-server redis-tools wrk nghttp2-client nginx-light curl)
 
 missing=()
 for p in "${packages[@]}"; do

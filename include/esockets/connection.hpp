@@ -4,8 +4,12 @@
 // not the reference, to reach the client later or from another thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
+#include <utility>
 
 #include "esockets/types.hpp"
 
@@ -13,6 +17,10 @@ namespace esockets {
 
 class Server;
 namespace detail {
+struct ConnExtras;
+struct ExtrasAccess;
+template <class T>
+inline constexpr char type_tag = 0;  // one address per type: tells typed states apart
 class ServerCore;
 class Shard;
 class Worker;
@@ -60,19 +68,62 @@ class Connection {
   void* user_data() const { return user_; }
   void set_user_data(void* p) { user_ = p; }
 
+  /// Typed per-connection state, owned by the engine: constructs a T (replacing and destroying
+  /// any earlier state) and returns it. It follows the connection when it moves to another
+  /// shard, and is destroyed exactly once: right after on_client_disconnect returns, on that
+  /// callback's thread (or by the next emplace_state / reset_state).
+  template <class T, class... Args>
+  T& emplace_state(Args&&... args) {
+    auto p = std::make_unique<T>(std::forward<Args>(args)...);
+    T& ref = *p;
+    set_state(p.get(), [](void* q) { delete static_cast<T*>(q); }, &detail::type_tag<T>);
+    p.release();
+    return ref;
+  }
+  /// The state emplaced as a T, or nullptr (none, or of another type).
+  template <class T>
+  T* state() const {
+    return static_cast<T*>(state_of(&detail::type_tag<T>));
+  }
+  /// Destroys the state now, if any.
+  void reset_state();
+
+  /// Runs fn on this connection's handler thread (its shard inline, its worker with workers)
+  /// once `delay` has passed (to the millisecond, no earlier; later under load), never
+  /// concurrently with its other callbacks. The timer moves with the connection between
+  /// shards; when the connection ends it is dropped unrun (nothing runs after
+  /// on_client_disconnect). Cost: O(1) to arm, fire and cancel; an engine thread's timers cost
+  /// nothing while none is due. Throws std::logic_error outside this connection's callbacks.
+  TimerId after(std::chrono::milliseconds delay, std::function<void(Connection&)> fn);
+  /// As after(), then again every `period` (at least 1 ms) until cancelled or the end.
+  TimerId every(std::chrono::milliseconds period, std::function<void(Connection&)> fn);
+  /// Cancels a timer of this connection; false if it already ran (one-shot) or is unknown.
+  /// From this connection's callbacks (a timer may cancel itself).
+  bool cancel_timer(TimerId id);
+
  private:
   friend class detail::ServerCore;
   friend class detail::Shard;
   friend class detail::Worker;
   friend struct detail::Conn;
   friend struct detail::WorkerConn;
+  friend struct detail::ExtrasAccess;
   Connection() = default;
+  ~Connection();
+
+  void set_state(void* p, void (*destroy)(void*), const void* tag);
+  void* state_of(const void* tag) const;
+  TimerId arm(std::chrono::milliseconds delay, std::chrono::milliseconds period,
+              std::function<void(Connection&)>&& fn);
+  /// Engine: destroys the typed state and drops the timers (the connection ended).
+  void release_extras();
 
   detail::ServerCore* core_ = nullptr;
   ConnectionId id_{};
   int fd_ = -1;
   PeerAddress peer_{};
   void* user_ = nullptr;
+  detail::ConnExtras* extras_ = nullptr;  // typed state and timers; allocated on first use
 };
 
 }  // namespace esockets

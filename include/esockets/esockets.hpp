@@ -2,6 +2,7 @@
 #pragma once
 
 #include "esockets/connection.hpp"
+#include "esockets/decoder.hpp"
 #include "esockets/group.hpp"
 #include "esockets/handler.hpp"
 #include "esockets/options.hpp"

@@ -37,6 +37,14 @@ class Handler {
     (void)conn;
     (void)message;
   }
+  /// The client's input broke the framing (a decoder said malformed, a line or frame was over
+  /// max_frame): no further message of it will come. Sends made here (an error reply) are
+  /// flushed, then the connection closes with CloseReason::framing_error. `reason` is the
+  /// decoder's text, or "line_too_long" / "frame_too_long".
+  virtual void on_framing_error(Connection& conn, std::string_view reason) {
+    (void)conn;
+    (void)reason;
+  }
   /// The connection ended; called exactly once per on_client_connect.
   virtual void on_client_disconnect(Connection& conn, CloseReason reason) {
     (void)conn;

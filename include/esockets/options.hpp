@@ -5,7 +5,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "esockets/decoder.hpp"
 
 namespace esockets {
 
@@ -14,6 +17,7 @@ enum class Framing : std::uint8_t {
   raw,              ///< each read is one message (the seed's behaviour)
   line,             ///< messages end with line_delimiter (not included); max_frame bounds a line
   length_prefixed,  ///< big-endian length header of length_prefix_bytes (1, 2 or 4), then payload
+  custom,           ///< ServerOptions::decoder says where each message ends (RESP, HTTP, ...)
 };
 
 /// Where new connections go.
@@ -38,6 +42,9 @@ struct ServerOptions {
   char line_delimiter = '\n';           ///< Framing::line only
   unsigned length_prefix_bytes = 4;     ///< Framing::length_prefixed only: 1, 2 or 4
   std::size_t max_frame = 1024 * 1024;  ///< largest line / payload accepted; checked before allocating
+  /// Framing::custom only (required there): the protocol's decoder, shared by every shard.
+  /// With it, max_frame bounds the input one message takes (consumed bytes).
+  std::shared_ptr<const Decoder> decoder;
 
   /// Most connections served at once over all shards; 0 = the fd limit minus a reserve of 64.
   /// Connections past it are accepted and closed at once (counted as refused).

@@ -91,6 +91,34 @@ class Server {
   /// True while `id` names an open connection.
   bool connected(ConnectionId id) const;
 
+  /// Runs fn(conn) on the thread that runs `id`'s handlers (its shard inline, its worker with
+  /// workers), never concurrently with its callbacks and never nested in one: the way to hand
+  /// a result computed on another thread back to a connection. It travels the send() path, so
+  /// it runs after every earlier call from this thread to `id` was applied, and returns as
+  /// send() does (ok, closed, backpressure). If the connection ends first, fn is destroyed
+  /// unrun (on_client_disconnect still comes exactly once).
+  SendStatus post(ConnectionId id, std::function<void(Connection&)> fn);
+
+  /// Timers of the calling engine thread (a handler's shard or worker): fn runs on this thread
+  /// once `delay` has passed (to the millisecond, no earlier). O(1) to arm, fire and cancel.
+  /// Throws std::logic_error from a thread that is not an engine thread. Timers still armed
+  /// when the thread ends (stop, retire) are dropped unrun.
+  TimerId after(std::chrono::milliseconds delay, std::function<void()> fn);
+  /// As after(), then again every `period` (at least 1 ms) until cancelled.
+  TimerId every(std::chrono::milliseconds period, std::function<void()> fn);
+  /// Cancels a timer armed by this thread with after()/every(); false if it is unknown or a
+  /// one-shot that already ran. Only from the thread that armed it.
+  bool cancel_timer(TimerId id);
+
+  /// A repeating tick on every handler thread (each shard with workers == 0, each worker
+  /// otherwise), including shards added later by set_shards: fn runs on each of them every
+  /// `period` (at least 1 ms), first within one period of this call. From any thread, also
+  /// before start(). The typical use is per-thread caches refreshed on a clock (an HTTP Date
+  /// header). Returns an id for cancel_tick().
+  std::uint64_t tick_every(std::chrono::milliseconds period, std::function<void()> fn);
+  /// After it returns no thread starts fn again (a call already under way may finish).
+  void cancel_tick(std::uint64_t tick_id);
+
   /// Changes the number of shards, before start() or while serving, and returns when done:
   /// new shards accept at once; a retiring shard (the newest) first stops receiving new
   /// connections, then hands every live connection, with its buffered input, queued output

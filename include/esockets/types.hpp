@@ -80,6 +80,10 @@ enum class SendStatus : std::uint8_t {
 /// Stable name of a status ("ok", "closed", "backpressure", "slow_consumer").
 const char* to_string(SendStatus status) noexcept;
 
+/// Names an armed timer on the thread that armed it (Connection::after, Server::after); 0 is no
+/// timer. Ids are not reused while the server runs.
+using TimerId = std::uint64_t;
+
 /// Per-recipient outcomes of a multicast (Server::multicast, Group::send).
 struct MulticastResult {
   std::size_t ok = 0;             ///< recipients the payload was queued for
