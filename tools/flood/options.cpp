@@ -117,7 +117,10 @@ void print_help(const char* argv0) {
         "  --keepalive SEC          idle mode: send one byte every SEC seconds per connection\n"
         "  --poisson                rate mode: Poisson arrivals instead of uniform spacing\n"
         "  --slow-delay MS          slowloris byte interval / slowread read interval (default 100)\n"
-        "  --slow-read-bytes N      slowread: bytes read per interval, 0 = never read (default 16)\n\n"
+        "  --slow-read-bytes N      slowread: bytes read per interval, 0 = never read (default 16)\n\n",
+        argv0);
+    print_protocol_help();
+    std::printf(
         "Publish/subscribe (pubsub mode; -c N = subscribers, --size = PUB text length):\n"
         "  --publishers P           publisher connections, in addition to -c (default 1)\n"
         "  --rooms R                rooms room0..room<R-1>; publisher k publishes to room k mod R\n"
@@ -141,8 +144,7 @@ void print_help(const char* argv0) {
         "  0 success; 1 other failure; 2 bad arguments; 3 errors over --max-errors;\n"
         "  4 requested connections not reached; 5 tool saturated (result marked \"valid\": false);\n"
         "  6 delivery check failed (--verify or pubsub: lost, duplicated, reordered or corrupted\n"
-        "  messages, or pubsub subscriptions never confirmed). When several apply: 4, 3, 6, 5.\n",
-        argv0);
+        "  messages, or pubsub subscriptions never confirmed). When several apply: 4, 3, 6, 5.\n");
 }
 
 namespace {
@@ -297,6 +299,7 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err, bool& wa
         } else if (a == "--size") {
             if (!need(val)) return false;
             if (!parse_sizes(val, o)) return bad("expected S, MIN-MAX or S:W,S:W,... with 1 <= S <= 16777216");
+            o.size_set = true;
         } else if (a == "--payload") {
             if (!need(val)) return false;
             o.payload = val;
@@ -306,10 +309,12 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err, bool& wa
             else if (val == "line") o.framing = Framing::Line;
             else if (val == "length-prefixed" || val == "length") o.framing = Framing::LengthPrefixed;
             else return bad("expected echo, line or length-prefixed");
+            o.framing_set = true;
         } else if (a == "--prefix-bytes") {
             if (!need(val)) return false;
             if (!parse_u64(val, u) || (u != 1 && u != 2 && u != 4)) return bad("expected 1, 2 or 4");
             o.prefix_bytes = static_cast<int>(u);
+            o.framing_set = true;
         } else if (a == "--json") {
             if (!need(val)) return false;
             o.json_path = val;
@@ -358,6 +363,8 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err, bool& wa
             } else {
                 o.messages = u;
             }
+        } else if (is_protocol_flag(a)) {
+            if (!need(val) || !set_protocol_flag(a, val, o, err)) return false;
         } else if (a.size() > 1 && a[0] == '-' && !(a.size() > 1 && a[1] >= '0' && a[1] <= '9')) {
             err = "unknown option '" + a + "' (see --help)";
             return false;
@@ -407,6 +414,7 @@ bool finalize_options(Options& o, std::string& err) {
         err = "missing --port P (the target port)";
         return false;
     }
+    if (!finalize_protocol(o, err)) return false;
     // Resolve the target and enforce loopback-only unless --allow-remote.
     in_addr addr{};
     if (inet_pton(AF_INET, o.host.c_str(), &addr) != 1) {

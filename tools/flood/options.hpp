@@ -9,9 +9,14 @@ namespace flood {
 
 enum class Mode { Idle, Pingpong, Pipeline, Rate, Firehose, Storm, Churn, Slowloris, Slowread, Halfclose, Reset, Pubsub };
 enum class Framing { Echo, Line, LengthPrefixed };
+// --protocol: raw = the payload bytes and --framing (echo servers); resp = Redis commands; http = GET requests.
+enum class Protocol { Raw, Resp, Http };
+enum class RespCommand { Set, Get, Mixed };
 
 const char* mode_name(Mode m);
 const char* framing_name(Framing f);
+const char* protocol_name(Protocol p);
+const char* resp_command_name(RespCommand c);
 bool is_hostile(Mode m);
 // Modes whose replies --verify checks (sequence stamps, bytes).
 bool has_replies(Mode m);
@@ -83,6 +88,18 @@ struct Options {
     std::uint64_t window = 64;        // per publisher: messages not yet delivered to every subscriber
     std::string pubsub_flag;          // first pubsub-only flag given (rejected in other modes)
 
+    // --protocol resp / http (options_protocol.cpp)
+    Protocol protocol = Protocol::Raw;
+    RespCommand resp_command = RespCommand::Set;
+    std::uint32_t ratio_set = 1, ratio_get = 10;  // mixed: SET:GET, issued in this repeating order
+    std::uint64_t key_range = 100000;             // keys key:0 .. key:<N-1>
+    bool key_sequential = false;                  // --key-pattern sequential
+    std::string http_path = "/";
+    std::string host_header;                      // empty: "<--host>:<--port>"
+    std::string resp_flag, http_flag;             // first resp-only / http-only flag given
+    bool size_set = false, framing_set = false;   // given explicitly
+    bool ratio_given = false, command_given = false;
+
     // Derived, set by the process driver (per-process share).
     int proc_index = 0;
     std::uint64_t conn_base = 0;  // first global connection index of this process
@@ -96,5 +113,11 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err, bool& wa
 void print_help(const char* argv0);
 // Resolves payload pattern, -c max, defaults. Returns false with err on bad args.
 bool finalize_options(Options& o, std::string& err);
+
+// --protocol and its flags (options_protocol.cpp).
+bool is_protocol_flag(const std::string& flag);
+bool set_protocol_flag(const std::string& flag, const std::string& val, Options& o, std::string& err);
+bool finalize_protocol(Options& o, std::string& err);  // before --host is resolved (default Host header)
+void print_protocol_help();
 
 }  // namespace flood

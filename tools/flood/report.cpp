@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "json_writer.hpp"
+
 namespace flood {
 
 namespace {
@@ -74,94 +76,6 @@ std::uint64_t total_errors(const Result& r) {
     return n;
 }
 
-class Json {
-public:
-    Json& open(const char* k, char br) {
-        key(k);
-        s_ += br;
-        first_.push_back(true);
-        return *this;
-    }
-    Json& close(char br) {
-        s_ += br;
-        first_.pop_back();
-        return *this;
-    }
-    Json& num(const char* k, double v) {
-        key(k);
-        if (!std::isfinite(v)) {
-            s_ += "null";
-        } else {
-            char b[64];
-            std::snprintf(b, sizeof b, "%.6f", v);
-            std::string t = b;
-            while (t.back() == '0') t.pop_back();
-            if (t.back() == '.') t.pop_back();
-            s_ += t;
-        }
-        return *this;
-    }
-    Json& u(const char* k, std::uint64_t v) {
-        key(k);
-        s_ += std::to_string(v);
-        return *this;
-    }
-    Json& i(const char* k, std::int64_t v) {
-        key(k);
-        s_ += std::to_string(v);
-        return *this;
-    }
-    Json& b(const char* k, bool v) {
-        key(k);
-        s_ += v ? "true" : "false";
-        return *this;
-    }
-    Json& null(const char* k) {
-        key(k);
-        s_ += "null";
-        return *this;
-    }
-    Json& str(const char* k, const std::string& v) {
-        key(k);
-        s_ += '"';
-        for (unsigned char c : v) {
-            if (c == '"' || c == '\\') {
-                s_ += '\\';
-                s_ += static_cast<char>(c);
-            } else if (c < 0x20) {
-                char e[8];
-                std::snprintf(e, sizeof e, "\\u%04x", c);
-                s_ += e;
-            } else {
-                s_ += static_cast<char>(c);
-            }
-        }
-        s_ += '"';
-        return *this;
-    }
-    Json& pcts(const char* k, const Histogram& h) {
-        open(k, '{');
-        u("count", h.count()).u("p50", h.percentile(50)).u("p90", h.percentile(90)).u("p99", h.percentile(99));
-        u("p999", h.percentile(99.9)).u("p9999", h.percentile(99.99)).u("max", h.max()).num("mean", h.mean());
-        return close('}');
-    }
-    const std::string& str() const { return s_; }
-
-private:
-    void key(const char* k) {
-        if (!first_.empty()) {
-            if (!first_.back()) s_ += ',';
-            first_.back() = false;
-        }
-        if (k) {
-            s_ += '"';
-            s_ += k;
-            s_ += "\":";
-        }
-    }
-    std::string s_;
-    std::vector<bool> first_;
-};
 
 }  // namespace
 
@@ -342,6 +256,13 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
         for (auto& s : o.size_list) j.open(nullptr, '{').u("size", s.size).u("weight", s.weight).close('}');
         j.close(']');
     }
+    j.str("protocol", protocol_name(o.protocol));
+    if (o.protocol == Protocol::Resp) {
+        j.str("resp_command", resp_command_name(o.resp_command)).u("key_range", o.key_range);
+        j.str("key_pattern", o.key_sequential ? "sequential" : "random");
+        if (o.resp_command == RespCommand::Mixed) j.str("ratio", std::to_string(o.ratio_set) + ":" + std::to_string(o.ratio_get));
+    }
+    if (o.protocol == Protocol::Http) j.str("path", o.http_path).str("host_header", o.host_header);
     j.str("payload", o.payload).str("framing", framing_name(o.framing)).u("prefix_bytes", static_cast<std::uint64_t>(o.prefix_bytes));
     j.b("verify", o.verify).u("response_timeout_ms", o.response_timeout_ms).u("connect_timeout_ms", o.connect_timeout_ms);
     j.i("max_errors", o.max_errors).u("sources", r.get("sources") / std::max<std::uint64_t>(1, r.get("procs")));
@@ -391,6 +312,17 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
     const Delivery d = delivery_of(o, r);
     j.open("delivery", '{').b("checked", d.checked).u("lost", d.lost).u("duplicated", d.duplicated);
     j.u("reordered", d.reordered).u("corrupted", d.corrupted).close('}');
+    if (o.protocol == Protocol::Resp) {
+        j.open("resp", '{').u("replies", r.get("resp.replies")).u("set_replies", r.get("resp.set_replies"));
+        j.u("get_replies", r.get("resp.get_replies")).u("hits", r.get("resp.hits")).u("misses", r.get("resp.misses"));
+        j.u("error_replies", r.get("resp.error_replies")).close('}');
+    } else if (o.protocol == Protocol::Http) {
+        j.open("http", '{').u("responses", r.get("http.responses")).u("status_2xx", r.get("http.status_2xx"));
+        j.u("non_2xx", r.get("http.non_2xx")).u("status_3xx", r.get("http.status_3xx"));
+        j.u("status_4xx", r.get("http.status_4xx")).u("status_5xx", r.get("http.status_5xx"));
+        j.u("status_other", r.get("http.status_other")).u("chunked", r.get("http.chunked"));
+        j.u("reopened", r.get("http.reopened")).u("idle_closed", r.get("http.idle_closed")).close('}');
+    }
     if (o.mode == Mode::Pubsub) {
         const double ps = pubsub_secs(r);
         j.open("pubsub", '{').u("subscribers", o.conns).u("publishers", o.publishers).u("rooms", o.rooms);
@@ -469,8 +401,9 @@ void print_summary(FILE* f, const Options& o, const Result& r, const KernelCount
                      ms(h.percentile(50)), ms(h.percentile(90)), ms(h.percentile(99)), ms(h.percentile(99.9)),
                      ms(h.percentile(99.99)), ms(h.max()), static_cast<unsigned long long>(h.count()));
     };
-    std::fprintf(f, "esockets-flood %s -> %s:%u  (%d procs x %llu threads)\n", mode_name(o.mode), o.host.c_str(), o.port,
-                 o.procs, static_cast<unsigned long long>(r.get("threads") / std::max<std::uint64_t>(1, r.get("procs"))));
+    std::fprintf(f, "esockets-flood %s%s%s -> %s:%u  (%d procs x %llu threads)\n", mode_name(o.mode),
+                 o.protocol == Protocol::Raw ? "" : " --protocol ", o.protocol == Protocol::Raw ? "" : protocol_name(o.protocol),
+                 o.host.c_str(), o.port, o.procs, static_cast<unsigned long long>(r.get("threads") / std::max<std::uint64_t>(1, r.get("procs"))));
     std::fprintf(f, "connections: requested %llu, established %llu, failed attempts %llu, connects %llu\n",
                  static_cast<unsigned long long>(r.get("conn.requested")), static_cast<unsigned long long>(r.get("conn.established")),
                  static_cast<unsigned long long>(r.get("conn.failed")), static_cast<unsigned long long>(r.get("conn.connects_ok")));
@@ -507,6 +440,17 @@ void print_summary(FILE* f, const Options& o, const Result& r, const KernelCount
                      o.mode == Mode::Pubsub ? "" : " (--verify)", static_cast<unsigned long long>(d.lost),
                      static_cast<unsigned long long>(d.duplicated), static_cast<unsigned long long>(d.reordered),
                      static_cast<unsigned long long>(d.corrupted));
+    auto llu = [](std::uint64_t x) { return static_cast<unsigned long long>(x); };
+    if (o.protocol == Protocol::Resp)
+        std::fprintf(f, "resp: %llu replies (SET %llu, GET %llu: %llu hits, %llu misses), %llu error replies\n",
+                     llu(r.get("resp.replies")), llu(r.get("resp.set_replies")), llu(r.get("resp.get_replies")),
+                     llu(r.get("resp.hits")), llu(r.get("resp.misses")), llu(r.get("resp.error_replies")));
+    if (o.protocol == Protocol::Http)
+        std::fprintf(f, "http: %llu responses, 2xx %llu, non-2xx %llu (3xx %llu, 4xx %llu, 5xx %llu), chunked %llu, "
+                        "re-opened after close %llu, idle closes %llu\n",
+                     llu(r.get("http.responses")), llu(r.get("http.status_2xx")), llu(r.get("http.non_2xx")),
+                     llu(r.get("http.status_3xx")), llu(r.get("http.status_4xx")), llu(r.get("http.status_5xx")),
+                     llu(r.get("http.chunked")), llu(r.get("http.reopened")), llu(r.get("http.idle_closed")));
     std::fprintf(f, "latency (ms):\n");
     if (o.mode == Mode::Pubsub) line("delivery", merged(r, "lat", {kRamp, kWarmup, kSteady, kDrain}));
     else line(o.mode == Mode::Rate ? "corrected" : "reply", merged(r, "lat", {kSteady, kDrain}));

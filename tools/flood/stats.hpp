@@ -20,6 +20,8 @@ enum Err : int {
     kUnexpectedEof,
     kResponseTimeout,
     kVerifyMismatch,
+    kErrorReply,     // --protocol resp: an error reply (-ERR ...)
+    kProtocolError,  // --protocol resp/http: a malformed reply, or one that answers nothing sent
     kOther,
     kErrCount
 };

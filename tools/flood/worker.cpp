@@ -26,7 +26,6 @@ constexpr std::uint64_t kMs = 1'000'000;
 constexpr std::uint64_t kTickNs = 10 * kMs;
 constexpr std::size_t kMaxQueue = 65536;  // rate mode: per-connection backlog cap
 constexpr std::uint64_t kConnectEpollTag = UINT64_MAX;  // ep_ event: cep_ has finished connects
-constexpr int kConnectBatch = 64;   // connects started per service_connects() call
 constexpr int kTrafficSlice = 64;   // at most this many traffic events between two service_connects() calls
 constexpr std::uint64_t kConnectServiceNs = 1'000'000;  // ... and at most this much time
 }  // namespace
@@ -46,6 +45,7 @@ Worker::Worker(Shared& sh, int tid, std::uint64_t first_global, std::uint64_t nc
     epoll_ctl(ep_, EPOLL_CTL_ADD, cep_, &ev);
     if (o_.verify && has_replies(o_.mode)) vs_.resize(nconns);
     if (o_.mode == Mode::Pubsub) ps_setup();
+    if (o_.protocol != Protocol::Raw) proto_setup();
 }
 
 Worker::~Worker() {
@@ -138,6 +138,8 @@ void Worker::close_conn(Conn& c, bool rst) {
         }
         v.reset();
     }
+    if (!resp_.empty()) resp_[index_of(c)].reset();
+    if (!http_.empty()) http_[index_of(c)].reset();
     c.q.clear();
     c.head = c.sent_n = c.tx_off = c.rx_off = c.rx_hdr = c.rx_len = 0;
     c.want_write = c.bad = c.to_flagged = c.shut = c.reply_done = false;  // in_ready stays: the entry is harmless
@@ -159,7 +161,7 @@ void Worker::fail_conn(Conn& c, std::uint32_t i, int err_class, const std::strin
     if (!draining_) requeue(i, reconnect_now ? 0 : 200 * kMs);
 }
 
-static int classify(int e, bool connecting) {
+int classify_errno(int e, bool connecting) {
     switch (e) {
     case ECONNREFUSED: return kEconnrefused;
     case ETIMEDOUT: return connecting ? kConnectTimeout : kEconnreset;
@@ -175,141 +177,6 @@ static int classify(int e, bool connecting) {
     }
 }
 
-void Worker::start_connect(std::uint32_t i) {
-    Conn& c = conns_[i];
-    const std::uint64_t g = first_global_ + i;
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    now_ = now_ns();
-    c.t_start = now_;
-    c.state = kConnecting;
-    ++connecting_;
-    if (fd < 0) {
-        fail_conn(c, i, classify(errno, true), std::string("socket: ") + std::strerror(errno));
-        return;
-    }
-    c.fd = fd;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (o_.mode == Mode::Slowread) {
-        int small = 4096;
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    }
-    if (!sh_.sources.empty()) {
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-        const sockaddr_in& src = sh_.sources[g % sh_.sources.size()];
-        if (::bind(fd, reinterpret_cast<const sockaddr*>(&src), sizeof src) != 0) {
-            fail_conn(c, i, classify(errno, true), std::string("bind: ") + std::strerror(errno));
-            return;
-        }
-    }
-    // Until it is established the socket is watched in cep_ only (level-triggered), so that its completion
-    // is not queued behind the traffic events of the open connections in ep_.
-    epoll_event ev{};
-    ev.events = EPOLLOUT;
-    ev.data.u64 = i;
-    if (epoll_ctl(cep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-        fail_conn(c, i, kOther, std::string("epoll_ctl: ") + std::strerror(errno));
-        return;
-    }
-    int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&sh_.target), sizeof sh_.target);
-    if (r == 0) {
-        on_connect_event(i, EPOLLOUT);
-    } else if (errno != EINPROGRESS) {
-        fail_conn(c, i, classify(errno, true), std::string("connect: ") + std::strerror(errno));
-    }
-}
-
-void Worker::on_connect_event(std::uint32_t i, std::uint32_t ev) {
-    Conn& c = conns_[i];
-    if (c.fd < 0 || c.state != kConnecting) return;
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) {
-        fail_conn(c, i, classify(err, true), std::string("connect: ") + std::strerror(err));
-        return;
-    }
-    if (!(ev & (EPOLLOUT | EPOLLIN))) return;
-    // Established: move the socket from the connect set to the traffic set (edge-triggered; adding it reports
-    // its current readiness, so nothing that already arrived is missed).
-    epoll_ctl(cep_, EPOLL_CTL_DEL, c.fd, nullptr);
-    epoll_event e{};
-    e.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    e.data.u64 = i;
-    if (epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &e) != 0) {
-        fail_conn(c, i, kOther, std::string("epoll_ctl: ") + std::strerror(errno));
-        return;
-    }
-    on_connected(c, i);
-}
-
-// Connection setup has priority over traffic: the loop calls this at the start of every pass and again after
-// every kTrafficSlice traffic events while connects are pending, so neither starting a connect (as far as
-// --connect-rate / --ramp allow) nor handling its completion waits behind the traffic of open connections.
-void Worker::service_connects() {
-    now_ = now_ns();
-    last_connect_service_ = now_;
-    int budget = kConnectBatch;
-    while (!draining_ && connect_q_head_ < connect_q_.size() && budget-- > 0) {
-        if (connect_interval_ns_ > 0) {
-            if (now_ < next_connect_) break;
-            next_connect_ += static_cast<std::uint64_t>(connect_interval_ns_);
-            if (next_connect_ + 100 * kMs < now_) next_connect_ = now_;  // do not burst after a stall
-        }
-        std::uint32_t i = connect_q_[connect_q_head_++];
-        if (conns_[i].state == kQueued) start_connect(i);
-    }
-    if (connect_q_head_ == connect_q_.size()) {
-        connect_q_.clear();
-        connect_q_head_ = 0;
-    }
-    if (connecting_ == 0) return;
-    epoll_event evs[256];
-    const int n = epoll_wait(cep_, evs, 256, 0);
-    now_ = now_ns();
-    for (int k = 0; k < n; ++k) on_connect_event(static_cast<std::uint32_t>(evs[k].data.u64), evs[k].events);
-}
-
-void Worker::on_connected(Conn& c, std::uint32_t i) {
-    c.state = kOpen;
-    connect_h_.record((now_ - c.t_start) / 1000);
-    c.t_start = now_;
-    ++open_;
-    ++established_ok_;
-    std::uint64_t cur = sh_.open.fetch_add(1, std::memory_order_relaxed) + 1;
-    std::uint64_t pk = sh_.peak.load(std::memory_order_relaxed);
-    while (cur > pk && !sh_.peak.compare_exchange_weak(pk, cur, std::memory_order_relaxed)) {
-    }
-    if (open_ > established_) {
-        established_ = open_;
-        if (established_ == conns_.size()) last_established_ns_ = now_;
-    }
-    switch (o_.mode) {
-    case Mode::Idle:
-        if (o_.keepalive > 0) push_timer(now_ + static_cast<std::uint64_t>(o_.keepalive * 1e9), i, kTKeepalive);
-        break;
-    case Mode::Storm: break;
-    case Mode::Slowloris:
-        if (can_issue()) issue(c, now_);
-        push_timer(now_ + static_cast<std::uint64_t>(o_.slow_delay_ms * 1e6), i, kTSlow);
-        break;
-    case Mode::Slowread:
-        fill(c);
-        flush(c, i);
-        if (o_.slow_read_bytes) push_timer(now_ + static_cast<std::uint64_t>(o_.slow_delay_ms * 1e6), i, kTSlow);
-        break;
-    case Mode::Halfclose:
-    case Mode::Reset:
-        if (can_issue()) issue(c, now_);
-        flush(c, i);
-        break;
-    case Mode::Pubsub: ps_open(c, i); break;
-    default:
-        if (o_.mode != Mode::Rate) fill(c);  // rate mode only sends what the schedule queued
-        flush(c, i);
-        break;
-    }
-}
 
 void Worker::server_closed(Conn& c, std::uint32_t i, bool rst, int err_no) {
     const bool hostile = is_hostile(o_.mode);
@@ -320,8 +187,9 @@ void Worker::server_closed(Conn& c, std::uint32_t i, bool rst, int err_no) {
         if (!draining_ && can_issue()) requeue(i, 0);
         return;
     }
+    if (!rst && o_.protocol != Protocol::Raw && proto_eof(c, i)) return;
     if (rst) {
-        fail_conn(c, i, classify(err_no ? err_no : ECONNRESET, false),
+        fail_conn(c, i, classify_errno(err_no ? err_no : ECONNRESET, false),
                   std::string("connection reset: ") + std::strerror(err_no ? err_no : ECONNRESET));
     } else {
         fail_conn(c, i, kUnexpectedEof, "server closed the connection (EOF)");
@@ -611,6 +479,7 @@ void Worker::collect(Result& r) const {
         r.c["verify.reordered"] += reordered_;
     }
     if (o_.mode == Mode::Pubsub) ps_collect(r);
+    if (o_.protocol != Protocol::Raw) proto_collect(r);
     if (!conns_.empty()) {
         r.mx["time_to_n_s"] = last_established_ns_ ? static_cast<double>(last_established_ns_ - sh_.t0) / 1e9 : -1.0;
         if (!last_established_ns_) r.c["conn.threads_not_all_established"] += 1;

@@ -13,13 +13,16 @@
 #include <vector>
 
 #include "histogram.hpp"
+#include "http_parser.hpp"
 #include "options.hpp"
+#include "resp_parser.hpp"
 #include "seq_check.hpp"
 #include "stats.hpp"
 
 namespace flood {
 
 std::uint64_t now_ns();
+int classify_errno(int e, bool connecting);  // errno -> error class (Err)
 
 // pubsub: one publisher's counters, written by its thread (published) and by the threads of the
 // subscribers that read its messages (delivered); a cache line each.
@@ -69,8 +72,9 @@ struct Live {
 struct Pending {
     std::uint64_t intended;  // ns
     std::uint64_t sent;      // ns, 0 = not yet written
-    std::uint32_t size;
-    std::uint64_t seq;       // --verify: the connection's sequence number stamped into the payload
+    std::uint32_t size;      // payload size (resp: SET value size, 0 = GET)
+    std::uint32_t wire;      // bytes on the wire
+    std::uint64_t seq;       // --verify: the connection's sequence number stamped into the payload; resp: the key
 };
 
 // --verify, per connection: what was sent and which replies came back (reset on reconnect).
@@ -173,7 +177,8 @@ private:
     std::size_t build(Conn& c, unsigned char* out, std::size_t cap);
     void do_read(Conn& c, std::uint32_t i, std::size_t limit);
     void consume(Conn& c, std::uint32_t i, const unsigned char* p, std::size_t n);
-    void complete(Conn& c, std::uint32_t i);
+    // A reply ended: pops the head request; err_class >= 0 counts that error instead of a message.
+    void complete(Conn& c, std::uint32_t i, int err_class = -1, const std::string& detail = {});
     void on_timer(const Timer& t);
     void scan_timeouts();
     void push_timer(std::uint64_t at, std::uint32_t i, TimerKind k);
@@ -195,6 +200,14 @@ private:
     void finish_reply(Conn& c, std::uint32_t i);
     void bad_reply(Conn& c, std::uint32_t i);
     void reset_rx(Conn& c);
+    // --protocol resp / http (worker_proto.cpp)
+    void proto_setup();
+    void proto_request(Conn& c, Pending& p);  // command, key, size and wire length of a new request
+    void proto_copy(const Pending& pe, std::uint32_t off, unsigned char* dst, std::uint32_t len) const;
+    void proto_consume(Conn& c, std::uint32_t i, const unsigned char* p, std::size_t n);
+    bool proto_eof(Conn& c, std::uint32_t i);  // the server closed: true when that was not an error
+    void proto_reopen(Conn& c, std::uint32_t i);  // http: reconnect, keeping the unanswered requests
+    void proto_collect(Result& r) const;
     // pubsub (worker_pubsub.cpp)
     void ps_setup();
     void ps_open(Conn& c, std::uint32_t i);
@@ -244,6 +257,14 @@ private:
     std::vector<VerifyState> vs_;  // per connection, only with --verify in a mode with replies
     std::uint64_t lost_ = 0, duplicated_ = 0, reordered_ = 0;
     std::uint64_t fh_unacked_ = 0;  // firehose: requests written whose echo has not come back
+    // --protocol resp / http
+    std::vector<RespReplyParser> resp_;  // per connection
+    std::vector<HttpReplyParser> http_;  // per connection
+    std::vector<std::uint64_t> key_next_;  // resp --key-pattern sequential: requests issued per connection
+    std::string http_req_;               // the GET request
+    std::uint64_t mix_pos_ = 0;          // resp mixed: position in the SET:GET cycle
+    std::uint64_t resp_replies_[2] = {}, resp_hits_ = 0, resp_misses_ = 0, resp_err_replies_ = 0;
+    std::uint64_t http_status_[6] = {}, http_chunked_ = 0, http_reopened_ = 0, http_idle_closed_ = 0;
     // pubsub
     std::vector<PubsubConn> ps_;            // per connection, pubsub mode only
     std::vector<std::uint32_t> ps_pubs_;    // local indices of this thread's publishers

@@ -27,8 +27,14 @@ void Worker::mark_ready(Conn& c, std::uint32_t i) {
 }
 
 void Worker::issue(Conn& c, std::uint64_t intended) {
-    const std::uint64_t seq = vs_.empty() ? 0 : vs_[index_of(c)].tx_next++;
-    c.q.push_back({intended, 0, next_size(), seq});
+    Pending p{intended, 0, 0, 0, vs_.empty() ? 0 : vs_[index_of(c)].tx_next++};
+    if (o_.protocol == Protocol::Raw) {
+        p.size = next_size();
+        p.wire = wire_len(p.size);
+    } else {
+        proto_request(c, p);
+    }
+    c.q.push_back(p);
     ++issued_;
     ++outstanding_;
 }
@@ -54,6 +60,7 @@ void Worker::fill(Conn& c) {
 }
 
 void Worker::copy_wire(const Pending& pe, std::uint32_t off, unsigned char* dst, std::uint32_t len) const {
+    if (o_.protocol != Protocol::Raw) return proto_copy(pe, off, dst, len);
     const std::uint32_t s = pe.size;
     const std::uint32_t h = o_.framing == Framing::LengthPrefixed ? static_cast<std::uint32_t>(o_.prefix_bytes) : 0;
     const unsigned char* pat = o_.payload_bytes.data();
@@ -88,7 +95,7 @@ std::size_t Worker::build(Conn& c, unsigned char* out, std::size_t cap) {
     std::uint32_t k = c.sent_n, off = c.tx_off;
     const std::uint32_t lim = o_.mode == Mode::Firehose ? UINT32_MAX : inflight_limit();
     while (c.head + k < c.q.size() && k < lim && n < cap) {
-        const std::uint32_t s = c.q[c.head + k].size, wl = wire_len(s);
+        const std::uint32_t wl = c.q[c.head + k].wire;
         std::uint32_t end = wl;
         if (o_.mode == Mode::Slowloris) end = std::min(wl, off + 1);
         if (o_.mode == Mode::Reset) end = std::max(1u, wl / 2);
@@ -109,7 +116,7 @@ void Worker::advance(Conn& c, std::size_t w) {
     live.bytes_out.fetch_add(w, std::memory_order_relaxed);
     while (w > 0 && c.head + c.sent_n < c.q.size()) {
         Pending& p = c.q[c.head + c.sent_n];
-        const std::uint32_t wl = wire_len(p.size);
+        const std::uint32_t wl = p.wire;
         if (c.tx_off == 0 && p.sent == 0) {
             p.sent = now_;
             ++pc.sent;
@@ -233,6 +240,7 @@ void Worker::do_read(Conn& c, std::uint32_t i, std::size_t limit) {
 
 void Worker::consume(Conn& c, std::uint32_t i, const unsigned char* p, std::size_t n) {
     if (o_.mode == Mode::Pubsub) return ps_consume(c, i, p, n);
+    if (o_.protocol != Protocol::Raw) return proto_consume(c, i, p, n);
     if (!vs_.empty()) return consume_verify(c, i, p, n);
     if (o_.mode == Mode::Idle || o_.mode == Mode::Storm || o_.mode == Mode::Firehose || o_.mode == Mode::Reset)
         return;  // read and discard
@@ -435,13 +443,14 @@ void Worker::record_reply(std::uint64_t now, const Pending& p) {
     ivl_.record(lat);
 }
 
-void Worker::complete(Conn& c, std::uint32_t i) {
+void Worker::complete(Conn& c, std::uint32_t i, int err_class, const std::string& detail) {
     const Pending p = c.q[c.head];
     pop_head(c);
     if (c.sent_n > 0) --c.sent_n;
     else c.tx_off = 0;
     --outstanding_;
     if (c.bad) error(kVerifyMismatch, i, "reply bytes differ from the request");
+    else if (err_class >= 0) error(err_class, i, detail);
     else record_reply(now_, p);
     c.bad = c.to_flagged = false;
     c.rx_off = c.rx_hdr = c.rx_len = 0;
