@@ -94,6 +94,7 @@ Shard::~Shard() {
       ::close(c->fd());
       delete c;
     }
+    for (const Command& x : b->posted) dispose(x);
     delete b;
   };
   for (AdoptBatch* b : batches_) drop_batch(b);
@@ -221,7 +222,7 @@ void Shard::run() {
     }
     if (phase_ == Phase::done || (move_ == Move::finishing && move_req_ && move_req_->retire &&
                                   counters_.connections.get() == 0 && timed_.empty())) {
-      bool pending = !remote_.empty() || !unsent_.empty();
+      bool pending = !remote_.empty() || !unsent_.empty() || !posted_.empty();
       for (auto& ob : outboxes_) pending = pending || !ob.empty();
       if (!pending) {
         seal_and_drain();
@@ -598,8 +599,8 @@ void Shard::process_resumes() {
       delivering_ = nullptr;
       if (table_.find(id, index_) != c) continue;
       if (c->state == ConnState::closing) c->frame.clear();
-      if (st == FeedStatus::error) {
-        begin_close(c, CloseReason::framing_error);
+      if (st == FeedStatus::error && c->state != ConnState::closing) {
+        framing_failed(c);
         continue;
       }
     }
@@ -727,6 +728,9 @@ void Shard::release() {
   std::vector<ConnectionId>().swap(remote_paused_);
   std::vector<Command>().swap(cmd_batch_);
   std::unordered_map<std::uint64_t, std::vector<Command>>().swap(incoming_);
+  for (const Command& x : posted_) dispose(x);
+  std::vector<Command>().swap(posted_);
+  timers_.reset();  // a thread's timers end with it; a shard reviving this index starts afresh
   for (auto& ob : outboxes_) {
     std::vector<Event>().swap(ob.items);
     std::vector<ConnectionId>().swap(ob.flow_paused);

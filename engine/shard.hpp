@@ -45,6 +45,9 @@ struct AdoptBatch {
   std::uint32_t from;
   std::uint32_t to;
   std::vector<Conn*> conns;
+  // Functions posted to these connections and taken in here but not run yet: the adopting
+  // shard takes them in first, so they keep their place ahead of later commands.
+  std::vector<Command> posted;
 };
 // A socket accepted on one shard and placed on another (least_loaded balance).
 struct FreshFd {
@@ -143,6 +146,7 @@ class Shard {
   void readable(Conn* c);
   void linger_readable(Conn* c);
   void deliver(Conn* c, const char* p, std::size_t n);
+  void framing_failed(Conn* c);
   bool deliver_frame(Conn* c, std::string_view frame);
   void on_eof(Conn* c);
   void close_after_worker(Conn* c, CloseReason reason);
@@ -187,6 +191,7 @@ class Shard {
   void sweep_timeouts();
   // shard_timers.cpp: posted functions and timers.
   void apply_post(const Command& cmd);
+  void carry_posted();
   void run_posted();
   void run_timers();
   int timers_timeout_ms() const;

@@ -132,19 +132,23 @@ void Shard::deliver(Conn* c, const char* p, std::size_t n) {
     c->frame.clear();
     return;
   }
-  if (st == FeedStatus::error) {
-    const char* why = framer_.error_reason(c->frame);
-    warn(std::string("framing error from ") + c->pub.getip() + ": " + why);
-    c->frame.clear();
-    // The handler may answer (an error reply); it goes out before the close.
-    if (outboxes_.empty()) {
-      call_handler(c, [&] { core_.handler().on_framing_error(c->pub, why); });
-      if (table_.find(id, index_) != c) return;
-    } else {
-      emit(c->worker, Event{id.value(), const_cast<char*>(why), 0, EventKind::framing_error, 0});
-    }
-    close_after_worker(c, CloseReason::framing_error);
+  if (st == FeedStatus::error) framing_failed(c);
+}
+
+void Shard::framing_failed(Conn* c) {
+  const ConnectionId id = c->id();
+  const char* why = framer_.error_reason(c->frame);
+  warn(std::string("framing error from ") + c->pub.getip() + ": " + why);
+  c->frame.clear();
+  // The handler may answer (an error reply); it goes out before the close. With workers the
+  // close waits for the worker's ack, so replies to earlier frames go out first too.
+  if (outboxes_.empty()) {
+    call_handler(c, [&] { core_.handler().on_framing_error(c->pub, why); });
+    if (table_.find(id, index_) != c) return;
+  } else {
+    emit(c->worker, Event{id.value(), const_cast<char*>(why), 0, EventKind::framing_error, 0});
   }
+  close_after_worker(c, CloseReason::framing_error);
 }
 
 void Shard::close_after_worker(Conn* c, CloseReason reason) {

@@ -159,6 +159,7 @@ void Shard::send_batch(AdoptBatch* b) {
 
 void Shard::hand_over_batch() {
   flush_dirty();  // no pointer to a record we give away may stay in our lists
+  carry_posted();
   for (AdoptBatch* b : batches_) {
     if (b == nullptr) continue;
     for (Conn* c : b->conns) {
@@ -192,6 +193,7 @@ void Shard::hand_over_batch() {
 }
 
 void Shard::adopt_batch(AdoptBatch* batch) {
+  // Their posted functions were taken in before anything held for them here (incoming_).
   for (Conn* c : batch->conns) {
     const ConnectionId id = c->id();
     table_.set_host(id.slot(), index_);
@@ -208,6 +210,9 @@ void Shard::adopt_batch(AdoptBatch* batch) {
       set_deadline(c, now_ms_ + core_.options().linger_timeout.count());
     }
     mark_dirty(c);
+    for (const Command& cmd : batch->posted) {
+      if (cmd.id == id.value()) posted_.push_back(cmd);
+    }
     auto it = incoming_.find(id.value());
     if (it != incoming_.end()) {
       std::vector<Command> held;

@@ -16,6 +16,29 @@ void Shard::apply_post(const Command& cmd) {
   posted_.push_back(cmd);
 }
 
+void Shard::carry_posted() {
+  // Hand-over: posts already taken in for a moving connection go in its batch, in order.
+  if (posted_.empty()) return;
+  std::vector<Command> keep;
+  for (const Command& cmd : posted_) {
+    const ConnectionId id = ConnectionId::from_value(cmd.id);
+    Conn* c = table_.find(id, index_);
+    AdoptBatch* to = nullptr;
+    if (c != nullptr && c->moving) {
+      const std::uint32_t target = table_.owner(id.slot());
+      for (AdoptBatch* b : batches_) {
+        if (b != nullptr && b->to == target) to = b;
+      }
+    }
+    if (to != nullptr) {
+      to->posted.push_back(cmd);
+    } else {
+      keep.push_back(cmd);
+    }
+  }
+  posted_.swap(keep);
+}
+
 void Shard::run_posted() {
   if (posted_.empty()) return;
   std::vector<Command> batch;

@@ -27,6 +27,17 @@ ThreadTimers::~ThreadTimers() {
   }
 }
 
+void ThreadTimers::reset() {
+  for (auto& [id, n] : owned_) {
+    unlink(n);
+    delete n;
+  }
+  owned_.clear();
+  ticks_.clear();
+  ticks_seen_ = 0;
+  cursor_ms_ = monotonic_ms();
+}
+
 void ThreadTimers::link(TimerNode* n) {
   // A node due now or earlier goes to the next slot to run: the current one was passed.
   const std::int64_t at = std::max(n->due_ms, cursor_ms_ + 1);
@@ -144,9 +155,10 @@ void ThreadTimers::collect(std::int64_t now_ms) {
     }
   }
   cursor_ms_ = now_ms;
-  // Earliest first, so that timers due in one pass run in the order they were due.
-  std::stable_sort(due_.begin(), due_.end(),
-                   [](const TimerNode* a, const TimerNode* b) { return a->due_ms < b->due_ms; });
+  // Earliest first; equal deadlines in the order they were armed (ids grow).
+  std::sort(due_.begin(), due_.end(), [](const TimerNode* a, const TimerNode* b) {
+    return a->due_ms != b->due_ms ? a->due_ms < b->due_ms : a->id < b->id;
+  });
 }
 
 void ThreadTimers::relink(TimerNode* n, std::int64_t now_ms) {

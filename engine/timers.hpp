@@ -97,6 +97,9 @@ class ThreadTimers {
   /// timer of a later round), never late.
   int timeout_ms(std::int64_t now_ms) const;
   bool empty() const { return count_ == 0; }
+  /// The thread ended (a retired shard): drops its thread timers and ticks; a new thread on
+  /// this object arms the registered ticks again.
+  void reset();
   /// Ticks were registered or cancelled since sync_ticks() last looked.
   bool ticks_pending() const;
   std::size_t armed() const { return count_; }
