@@ -130,7 +130,7 @@ bool Shard::start_batch() {
     // its lingering sockets (bounded by linger_timeout).
     if (c == nullptr || c->moving) return;
     const std::size_t t = move_rr_++ % targets.size();
-    if (batches_[t] == nullptr) batches_[t] = new AdoptBatch{index_, targets[t], {}};
+    if (batches_[t] == nullptr) batches_[t] = new AdoptBatch{index_, targets[t], {}, {}};
     c->moving = true;
     if (c->registered) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd(), nullptr);
     c->registered = false;
