@@ -82,7 +82,7 @@ TEST_P(PubsubChatTest, EveryMessageArrivesOnceInOrder) {
                        "--verify", "pubsub", "--publishers", std::to_string(pubs), "--rooms", std::to_string(rooms),
                        "--subscriptions", std::to_string(m.subscriptions), "--messages", std::to_string(msgs)},
                       60);
-    EXPECT_TRUE(ok_exit(r)) << r.out << r.err;
+    ASSERT_VALID_RUN(r) << r.out << r.err;
     expect_delivery(r, {0, 0, 0});
     const JValue& p = r.json["pubsub"];
     EXPECT_EQ(p["subscriptions"].num(), subs * m.subscriptions);
@@ -230,7 +230,7 @@ TEST_F(FloodTest, VerifyCleanInEveryModeWithReplies) {
         args.insert(args.end(), m.begin(), m.end());
         SCOPED_TRACE(args.back());
         ToolRun r = flood(args);
-        EXPECT_TRUE(ok_exit(r)) << r.out << r.err;
+        ASSERT_VALID_RUN(r) << r.out << r.err;
         expect_delivery(r, {0, 0, 0});
         EXPECT_EQ(errors_total(r), 0) << r.out;
         EXPECT_GT(r.json["throughput"]["msgs_total"].num(), 0);

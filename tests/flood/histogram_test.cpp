@@ -70,11 +70,26 @@ TEST(FloodHistogram, SmallValuesExact) {
 TEST(FloodHistogram, ClampsAboveMaxButKeepsTrueMax) {
     Histogram h;
     h.record(100);
-    h.record(120'000'000);  // 120 s
-    EXPECT_EQ(h.max(), 120'000'000u);
-    EXPECT_EQ(h.percentile(100), 120'000'000u);
-    EXPECT_LE(h.percentile(99), 120'000'000u);
+    h.record(7'200'000'000'000ull);  // 2 hours in ns (the range ends at 1 hour)
+    EXPECT_EQ(h.max(), 7'200'000'000'000u);
+    EXPECT_EQ(h.percentile(100), 7'200'000'000'000u);
+    EXPECT_LE(h.percentile(99), 7'200'000'000'000u);
     EXPECT_GE(h.percentile(99), Histogram::kMaxValue);
+}
+
+// Values are nanoseconds: exact to 1 ns below 2048 ns, so sub-microsecond differences of loopback
+// round trips are kept; a 10-30 us round trip is within 1/1024.
+TEST(FloodHistogram, SubMicrosecondResolution) {
+    Histogram h;
+    for (std::uint64_t v : {150ull, 151ull, 999ull, 1000ull, 1001ull, 2047ull}) {
+        EXPECT_EQ(Histogram::lowest_of(Histogram::index_of(v)), v);
+        EXPECT_EQ(Histogram::highest_of(Histogram::index_of(v)), v);
+    }
+    h.record(12'345);
+    h.record(12'845);
+    EXPECT_LT(h.percentile(50), 12'345u + 13);
+    EXPECT_GE(h.percentile(100), 12'845u);
+    EXPECT_EQ(h.count_at_or_below(12'400), 1u);
 }
 
 TEST(FloodHistogram, MergeEqualsCombinedRecording) {

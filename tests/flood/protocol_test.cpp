@@ -131,7 +131,7 @@ TEST_F(FloodTest, RespSetGetCountsMatchRedisCommandstats) {
     reset_redis(redis);
     ToolRun set = flood({"--port", port_of(redis), "--protocol", "resp", "--resp-command", "set", "--key-range", "1000",
                          "-c", "8", "--duration", "1", "pingpong"});
-    ASSERT_TRUE(ok_exit(set)) << set.out << set.err;
+    ASSERT_VALID_RUN(set) << set.out << set.err;
     ASSERT_TRUE(set.json_ok);
     EXPECT_EQ(errors_total(set), 0) << set.out;
     EXPECT_EQ(set.json["config"]["protocol"].s, "resp");
@@ -145,7 +145,7 @@ TEST_F(FloodTest, RespSetGetCountsMatchRedisCommandstats) {
 
     ToolRun get = flood({"--port", port_of(redis), "--protocol", "resp", "--resp-command", "get", "--key-range", "2000",
                          "-c", "8", "--duration", "1", "pingpong"});
-    ASSERT_TRUE(ok_exit(get)) << get.out << get.err;
+    ASSERT_VALID_RUN(get) << get.out << get.err;
     ASSERT_TRUE(get.json_ok);
     EXPECT_EQ(errors_total(get), 0) << get.out;
     const double gets = get.json["resp"]["get_replies"].num();
@@ -165,7 +165,7 @@ TEST_F(FloodTest, RespSequentialKeysCoverKeyRangeAndPipelineCountsExact) {
     // Each of the 8 connections issues far more than 3000/8 requests: sequential keys cover the range.
     ToolRun seq = flood({"--port", port_of(redis), "--protocol", "resp", "--key-pattern", "sequential", "--key-range",
                          "3000", "--size", "100", "-c", "8", "--duration", "1", "pipeline", "16"});
-    ASSERT_TRUE(ok_exit(seq)) << seq.out << seq.err;
+    ASSERT_VALID_RUN(seq) << seq.out << seq.err;
     ASSERT_TRUE(seq.json_ok);
     EXPECT_EQ(errors_total(seq), 0) << seq.out;
     ASSERT_GT(msgs_total(seq), 3000 * 4);
@@ -179,7 +179,7 @@ TEST_F(FloodTest, RespSequentialKeysCoverKeyRangeAndPipelineCountsExact) {
     reset_redis(redis);
     ToolRun once = flood({"--port", port_of(redis), "--protocol", "resp", "--key-pattern", "sequential", "--key-range",
                           "3000", "-c", "1", "--requests", "3000", "--duration", "30", "pipeline", "16"});
-    ASSERT_TRUE(ok_exit(once)) << once.out << once.err;
+    ASSERT_VALID_RUN(once) << once.out << once.err;
     EXPECT_EQ(dbsize(redis), 3000);
     EXPECT_EQ(redis_command(redis.port(), {"EXISTS", "key:0", "key:1499", "key:2999", "key:3000"}), ":3\r\n");
 
@@ -188,7 +188,7 @@ TEST_F(FloodTest, RespSequentialKeysCoverKeyRangeAndPipelineCountsExact) {
     const int n = scaled(40000, 8000);
     ToolRun bounded = flood({"--port", port_of(redis), "--protocol", "resp", "--procs", "2", "-c", "6", "--requests",
                              std::to_string(n), "--duration", "30", "pipeline", "16"});
-    ASSERT_TRUE(ok_exit(bounded)) << bounded.out << bounded.err;
+    ASSERT_VALID_RUN(bounded) << bounded.out << bounded.err;
     ASSERT_TRUE(bounded.json_ok);
     EXPECT_EQ(errors_total(bounded), 0);
     EXPECT_EQ(msgs_total(bounded), n);
@@ -203,7 +203,7 @@ TEST_F(FloodTest, RespMixedRatioAndRateMode) {
     reset_redis(redis);
     ToolRun mix = flood({"--port", port_of(redis), "--protocol", "resp", "--resp-command", "mixed", "--ratio", "1:4",
                          "--key-range", "100", "-c", "4", "--duration", "1", "pipeline", "8"});
-    ASSERT_TRUE(ok_exit(mix)) << mix.out << mix.err;
+    ASSERT_VALID_RUN(mix) << mix.out << mix.err;
     ASSERT_TRUE(mix.json_ok);
     EXPECT_EQ(errors_total(mix), 0);
     const double sets = mix.json["resp"]["set_replies"].num(), gets = mix.json["resp"]["get_replies"].num();
@@ -217,7 +217,7 @@ TEST_F(FloodTest, RespMixedRatioAndRateMode) {
 
     reset_redis(redis);
     ToolRun rate = flood({"--port", port_of(redis), "--protocol", "resp", "-c", "4", "--duration", "1", "rate", "2000"});
-    ASSERT_TRUE(ok_exit(rate)) << rate.out << rate.err;
+    ASSERT_VALID_RUN(rate) << rate.out << rate.err;
     ASSERT_TRUE(rate.json_ok);
     EXPECT_EQ(errors_total(rate), 0);
     EXPECT_NEAR(msgs_total(rate), 2000, 60);
@@ -236,7 +236,7 @@ TEST_F(FloodTest, RespErrorRepliesCountedAsErrors) {
     // connects, and the peak of open connections (1 of 2) makes it exit 4.
     ToolRun r = flood({"--port", port_of(redis), "--protocol", "resp", "--resp-command", "get", "--key-range", "1",
                        "-c", "1", "--requests", std::to_string(n), "pipeline", "4"});
-    ASSERT_TRUE(ok_exit(r)) << r.out << r.err;
+    ASSERT_VALID_RUN(r) << r.out << r.err;
     ASSERT_TRUE(r.json_ok);
     EXPECT_EQ(r.json["errors"]["error_reply"].num(), n);
     EXPECT_EQ(errors_total(r), n);
@@ -276,7 +276,7 @@ TEST_F(FloodTest, HttpPingpongAndPipelineMatchNginxServedCount) {
         else args.insert(args.end(), {"pipeline", depth});
         ToolRun r = flood(args);
         const long long after = nginx.served();
-        ASSERT_TRUE(ok_exit(r)) << r.out << r.err;
+        ASSERT_VALID_RUN(r) << r.out << r.err;
         ASSERT_TRUE(r.json_ok);
         const JValue& h = r.json["http"];
         EXPECT_EQ(errors_total(r), 0) << depth << r.out;
@@ -298,7 +298,7 @@ TEST_F(FloodTest, HttpReopensAfterConnectionCloseNon2xxAndChunked) {
     ToolRun r = flood({"--port", port_of(nginx), "--protocol", "http", "--path", "/plaintext", "-c", "4", "--requests",
                        std::to_string(n), "--duration", "30", "pipeline", "8"});
     long long after = nginx.served();
-    ASSERT_TRUE(ok_exit(r)) << r.out << r.err;
+    ASSERT_VALID_RUN(r) << r.out << r.err;
     ASSERT_TRUE(r.json_ok);
     EXPECT_EQ(errors_total(r), 0) << r.out;
     EXPECT_EQ(msgs_total(r), n);
@@ -310,7 +310,7 @@ TEST_F(FloodTest, HttpReopensAfterConnectionCloseNon2xxAndChunked) {
 
     ToolRun nf = flood({"--port", port_of(nginx), "--protocol", "http", "--path", "/missing", "-c", "4", "--duration",
                         "0.5", "pipeline", "4"});
-    ASSERT_TRUE(ok_exit(nf)) << nf.out << nf.err;  // non-2xx are counted apart, not errors
+    ASSERT_VALID_RUN(nf) << nf.out << nf.err;  // non-2xx are counted apart, not errors
     ASSERT_TRUE(nf.json_ok);
     EXPECT_EQ(errors_total(nf), 0);
     EXPECT_GT(nf.json["http"]["non_2xx"].num(), 100);
@@ -323,7 +323,7 @@ TEST_F(FloodTest, HttpReopensAfterConnectionCloseNon2xxAndChunked) {
     ToolRun ch = flood({"--port", port_of(nginx), "--protocol", "http", "--path", "/chunked", "-c", "2", "--duration",
                         "0.5", "rate", "1000"});
     after = nginx.served();
-    ASSERT_TRUE(ok_exit(ch)) << ch.out << ch.err;
+    ASSERT_VALID_RUN(ch) << ch.out << ch.err;
     ASSERT_TRUE(ch.json_ok);
     EXPECT_EQ(errors_total(ch), 0);
     EXPECT_NEAR(msgs_total(ch), 500, 30);

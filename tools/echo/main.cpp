@@ -11,6 +11,9 @@
 #include <exception>
 #include <string>
 #include <string_view>
+#include <utility>
+
+#include <CLI/CLI.hpp>
 
 #include "esockets/esockets.hpp"
 #include "stats_print.hpp"
@@ -100,81 +103,96 @@ int main(int argc, char** argv) {
   esockets::ServerOptions o;
   bool quiet = false;
   unsigned stats_interval = 0;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) usage_error(std::string(a) + " needs a value");
-      return argv[++i];
-    };
-    if (a == "-h" || a == "--help") {
+  // Flags are parsed by CLI11 (names, values, missing values, unknown flags); each value goes
+  // through the checks above so that a bad one names the flag and what it needs. The help text
+  // stays kUsage (grouped and explained as before), exit 2 for every bad flag.
+  CLI::App app{"esockets-echo"};
+  app.set_help_flag();  // -h / --help print kUsage below
+  app.allow_windows_style_options(false);
+  bool help = false;
+  app.add_flag("-h,--help", help);
+  app.add_flag("-q,--quiet", quiet);
+  auto opt = [&](const char* name, auto apply) {
+    app.add_option_function<std::string>(name, [name, apply](const std::string& v) { apply(name, v); })
+        ->expected(1)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  };
+  opt("--host", [&](const char*, const std::string& v) { o.host = v; });
+  opt("--port", [&](const char* f, const std::string& v) { o.port = parse_number<std::uint16_t>(f, v, 0, 65535); });
+  opt("--shards", [&](const char* f, const std::string& v) { o.shards = parse_number<unsigned>(f, v, 1, 255); });
+  opt("--workers", [&](const char* f, const std::string& v) { o.workers = parse_number<unsigned>(f, v, 0, 255); });
+  opt("--framing", [&](const char*, const std::string& f) {
+    if (f == "raw") {
+      o.framing = esockets::Framing::raw;
+    } else if (f == "line") {
+      o.framing = esockets::Framing::line;
+    } else if (f == "length-prefixed") {
+      o.framing = esockets::Framing::length_prefixed;
+    } else {
+      usage_error("--framing must be raw, line or length-prefixed, not '" + f + "'");
+    }
+  });
+  opt("--balance", [&](const char*, const std::string& b) {
+    if (b == "hash") {
+      o.balance = esockets::Balance::hash;
+    } else if (b == "least-loaded") {
+      o.balance = esockets::Balance::least_loaded;
+    } else {
+      usage_error("--balance must be hash or least-loaded, not '" + b + "'");
+    }
+  });
+  opt("--prefix-bytes",
+      [&](const char* f, const std::string& v) { o.length_prefix_bytes = parse_number<unsigned>(f, v, 1, 4); });
+  opt("--max-frame", [&](const char* f, const std::string& v) {
+    o.max_frame = parse_number<std::size_t>(f, v, 1, std::size_t{1} << 30);
+  });
+  opt("--max-connections", [&](const char* f, const std::string& v) {
+    o.max_connections = parse_number<std::size_t>(f, v, 1, std::size_t{1} << 24);
+  });
+  opt("--output-cap", [&](const char* f, const std::string& v) {
+    o.output_hard_cap = parse_number<std::size_t>(f, v, 1, (std::size_t{1} << 32) - 1);
+    if (o.output_high_watermark > o.output_hard_cap) o.output_high_watermark = o.output_hard_cap;
+    if (o.output_low_watermark > o.output_high_watermark) {
+      o.output_low_watermark = o.output_high_watermark / 4;
+    }
+  });
+  opt("--output-total-cap", [&](const char* f, const std::string& v) {
+    o.output_total_cap = parse_number<std::size_t>(f, v, 1, std::size_t{1} << 40);
+  });
+  opt("--idle-timeout", [&](const char* f, const std::string& v) { o.idle_timeout = parse_seconds(f, v); });
+  opt("--frame-timeout", [&](const char* f, const std::string& v) { o.frame_timeout = parse_seconds(f, v); });
+  opt("--write-timeout", [&](const char* f, const std::string& v) { o.write_timeout = parse_seconds(f, v); });
+  opt("--sndbuf",
+      [&](const char* f, const std::string& v) { o.socket_send_buffer = parse_number<int>(f, v, 0, 1 << 30); });
+  opt("--rcvbuf",
+      [&](const char* f, const std::string& v) { o.socket_receive_buffer = parse_number<int>(f, v, 0, 1 << 30); });
+  opt("--handoff-poll", [&](const char* f, const std::string& v) {
+    o.handoff_poll = std::chrono::microseconds(parse_number<unsigned>(f, v, 0, 1000000));
+  });
+  opt("--read-chunk",
+      [&](const char* f, const std::string& v) { o.read_chunk = parse_number<std::size_t>(f, v, 512, 16u << 20); });
+  opt("--backlog", [&](const char* f, const std::string& v) { o.backlog = parse_number<int>(f, v, 1, 1 << 20); });
+  opt("--stats-interval",
+      [&](const char* f, const std::string& v) { stats_interval = parse_number<unsigned>(f, v, 0, 86400); });
+  for (int i = 1; i < argc; ++i) {  // help wins over everything else, as before
+    if (std::strcmp(argv[i], "-h") == 0 || std::strcmp(argv[i], "--help") == 0) {
       std::fputs(kUsage, stdout);
       return 0;
-    } else if (a == "--host") {
-      o.host = std::string(value());
-    } else if (a == "--port") {
-      o.port = parse_number<std::uint16_t>(a, value(), 0, 65535);
-    } else if (a == "--shards") {
-      o.shards = parse_number<unsigned>(a, value(), 1, 255);
-    } else if (a == "--workers") {
-      o.workers = parse_number<unsigned>(a, value(), 0, 255);
-    } else if (a == "--framing") {
-      std::string_view f = value();
-      if (f == "raw") {
-        o.framing = esockets::Framing::raw;
-      } else if (f == "line") {
-        o.framing = esockets::Framing::line;
-      } else if (f == "length-prefixed") {
-        o.framing = esockets::Framing::length_prefixed;
-      } else {
-        usage_error("--framing must be raw, line or length-prefixed, not '" + std::string(f) + "'");
-      }
-    } else if (a == "--balance") {
-      std::string_view b = value();
-      if (b == "hash") {
-        o.balance = esockets::Balance::hash;
-      } else if (b == "least-loaded") {
-        o.balance = esockets::Balance::least_loaded;
-      } else {
-        usage_error("--balance must be hash or least-loaded, not '" + std::string(b) + "'");
-      }
-    } else if (a == "--prefix-bytes") {
-      o.length_prefix_bytes = parse_number<unsigned>(a, value(), 1, 4);
-    } else if (a == "--max-frame") {
-      o.max_frame = parse_number<std::size_t>(a, value(), 1, std::size_t{1} << 30);
-    } else if (a == "--max-connections") {
-      o.max_connections = parse_number<std::size_t>(a, value(), 1, std::size_t{1} << 24);
-    } else if (a == "--output-cap") {
-      o.output_hard_cap = parse_number<std::size_t>(a, value(), 1, (std::size_t{1} << 32) - 1);
-      if (o.output_high_watermark > o.output_hard_cap) o.output_high_watermark = o.output_hard_cap;
-      if (o.output_low_watermark > o.output_high_watermark) {
-        o.output_low_watermark = o.output_high_watermark / 4;
-      }
-    } else if (a == "--output-total-cap") {
-      o.output_total_cap = parse_number<std::size_t>(a, value(), 1, std::size_t{1} << 40);
-    } else if (a == "--idle-timeout") {
-      o.idle_timeout = parse_seconds(a, value());
-    } else if (a == "--frame-timeout") {
-      o.frame_timeout = parse_seconds(a, value());
-    } else if (a == "--write-timeout") {
-      o.write_timeout = parse_seconds(a, value());
-    } else if (a == "--sndbuf") {
-      o.socket_send_buffer = parse_number<int>(a, value(), 0, 1 << 30);
-    } else if (a == "--rcvbuf") {
-      o.socket_receive_buffer = parse_number<int>(a, value(), 0, 1 << 30);
-    } else if (a == "--handoff-poll") {
-      o.handoff_poll = std::chrono::microseconds(parse_number<unsigned>(a, value(), 0, 1000000));
-    } else if (a == "--read-chunk") {
-      o.read_chunk = parse_number<std::size_t>(a, value(), 512, 16u << 20);
-    } else if (a == "--backlog") {
-      o.backlog = parse_number<int>(a, value(), 1, 1 << 20);
-    } else if (a == "--stats-interval") {
-      stats_interval = parse_number<unsigned>(a, value(), 0, 86400);
-    } else if (a == "-q" || a == "--quiet") {
-      quiet = true;
-    } else {
-      usage_error("unknown flag '" + std::string(a) + "'");
     }
   }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ExtrasError& e) {
+    const auto extras = app.remaining();
+    usage_error("unknown flag '" + (extras.empty() ? std::string(e.what()) : extras.front()) + "'");
+  } catch (const CLI::ArgumentMismatch& e) {
+    std::string flag = e.what();
+    const auto colon = flag.find(':');
+    usage_error((colon == std::string::npos ? flag : flag.substr(0, colon)) + " needs a value");
+  } catch (const CLI::ParseError& e) {
+    usage_error(e.what());
+  }
+  (void)help;
 
   if (o.output_total_cap < o.output_hard_cap) o.output_total_cap = o.output_hard_cap;
 

@@ -66,6 +66,25 @@ std::uint64_t Histogram::percentile(double p) const {
     return max_;
 }
 
+std::uint64_t Histogram::count_at_or_below(std::uint64_t v) const {
+    const std::size_t last = index_of(std::min(v, kMaxValue));
+    std::uint64_t cum = 0;
+    for (std::size_t i = 0; i <= last && i < counts_.size(); ++i) cum += counts_[i];
+    return cum;
+}
+
+double Histogram::stddev() const {
+    if (total_ == 0) return 0;
+    const double m = mean();
+    double acc = 0;
+    for (std::size_t i = 0; i < counts_.size(); ++i) {
+        if (!counts_[i]) continue;
+        const double mid = (static_cast<double>(lowest_of(i)) + static_cast<double>(highest_of(i))) / 2 - m;
+        acc += mid * mid * static_cast<double>(counts_[i]);
+    }
+    return std::sqrt(acc / static_cast<double>(total_));
+}
+
 std::string Histogram::serialize() const {
     std::ostringstream os;
     std::size_t nz = 0;

@@ -1,8 +1,9 @@
-// esockets-flood: HDR-style log-linear latency histogram (values in microseconds).
-// Values 0..2047 are exact; above that each power of two is split into 1024
-// sub-buckets, i.e. a relative bucket width of at most 1/1024 (~3 significant
-// digits). Range 0 .. kMaxValue (60 s); larger values are clamped but the true
-// maximum is tracked separately. Histograms merge exactly by adding counts.
+// esockets-flood: HDR-style log-linear latency histogram (values in nanoseconds).
+// Values 0..2047 ns are exact (1 ns resolution: loopback round trips are 10-30 us, so
+// sub-microsecond differences stay visible); above that each power of two is split into 1024
+// sub-buckets, i.e. a relative bucket width of at most 1/1024 (~3 significant digits).
+// Range 0 .. kMaxValue (1 hour); larger values are clamped but the true maximum is tracked
+// separately. Histograms merge exactly by adding counts (the --procs merge is exact).
 #pragma once
 
 #include <cstdint>
@@ -13,7 +14,7 @@ namespace flood {
 
 class Histogram {
 public:
-    static constexpr std::uint64_t kMaxValue = 60'000'000;  // 60 s in us
+    static constexpr std::uint64_t kMaxValue = 3'600'000'000'000ull;  // 1 hour in ns
     static constexpr int kSubBits = 10;                     // 1024 sub-buckets per half-range
     static constexpr std::uint64_t kSub = 1u << kSubBits;
 
@@ -31,6 +32,9 @@ public:
     // p in [0,100]. Returns the highest value equivalent to the bucket holding
     // the ceil(p/100*count)-th smallest sample (clamped to the true max).
     std::uint64_t percentile(double p) const;
+    // Samples <= v (counted by bucket: all samples of the bucket holding v).
+    std::uint64_t count_at_or_below(std::uint64_t v) const;
+    double stddev() const;
 
     static std::size_t index_of(std::uint64_t v);
     static std::uint64_t lowest_of(std::size_t idx);

@@ -5,6 +5,7 @@
 
 #include "options.hpp"
 #include "report.hpp"
+#include "report_util.hpp"
 #include "run.hpp"
 
 int main(int argc, char** argv) {
@@ -29,6 +30,10 @@ int main(int argc, char** argv) {
     Progress progress(o);
     if (!progress.stream_ok()) {
         std::fprintf(stderr, "esockets-flood: cannot write --json-stream file '%s'\n", o.json_stream_path.c_str());
+        return kExitBadArgs;
+    }
+    if (!progress.csv_ok()) {
+        std::fprintf(stderr, "esockets-flood: cannot write --csv file '%s'\n", o.csv_path.c_str());
         return kExitBadArgs;
     }
     if (!o.json_path.empty()) {  // fail early rather than after the run
@@ -61,6 +66,15 @@ int main(int argc, char** argv) {
             return kExitFailure;
         }
         std::fclose(f);
+    }
+    if (!o.hgrm_path.empty()) {
+        Histogram lat;
+        for (int p : {kSteady, kDrain})
+            if (auto* h = r.find_hist(std::string(phase_name(p)) + ".lat")) lat.merge(*h);
+        if (!write_hgrm(o.hgrm_path, lat)) {
+            std::fprintf(stderr, "esockets-flood: cannot write --hgrm file '%s'\n", o.hgrm_path.c_str());
+            return kExitFailure;
+        }
     }
     return v.exit_code;
 }

@@ -139,12 +139,16 @@ void print_help(const char* argv0) {
         "  --json-stream FILE       write per-second progress as JSON lines\n"
         "  --max-errors N           exit 3 when more than N errors were counted (default: no limit)\n"
         "  --quiet                  no per-second progress on stderr\n"
-        "  --help                   this text\n\n"
+        "  --help                   this text\n\n");
+    print_report_help();
+    std::printf(
         "Exit codes:\n"
         "  0 success; 1 other failure; 2 bad arguments; 3 errors over --max-errors;\n"
-        "  4 requested connections not reached; 5 tool saturated (result marked \"valid\": false);\n"
+        "  4 requested connections not reached; 5 tool saturated or lagging (a thread's event loop\n"
+        "  or rate schedule fell behind: result marked \"valid\": false, the numbers are not the server's);\n"
         "  6 delivery check failed (--verify or pubsub: lost, duplicated, reordered or corrupted\n"
-        "  messages, or pubsub subscriptions never confirmed). When several apply: 4, 3, 6, 5.\n");
+        "  messages, or pubsub subscriptions never confirmed); 7 unanswered requests over\n"
+        "  --max-unanswered; 8 a latency threshold exceeded. When several apply: 4, 3, 6, 7, 8, 5.\n");
 }
 
 namespace {
@@ -365,6 +369,8 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err, bool& wa
             }
         } else if (is_protocol_flag(a)) {
             if (!need(val) || !set_protocol_flag(a, val, o, err)) return false;
+        } else if (is_report_flag(a)) {
+            if (!need(val) || !set_report_flag(a, val, o, err)) return false;
         } else if (a.size() > 1 && a[0] == '-' && !(a.size() > 1 && a[1] >= '0' && a[1] <= '9')) {
             err = "unknown option '" + a + "' (see --help)";
             return false;

@@ -33,6 +33,8 @@ enum ExitCode : int {
     kExitConnections = 4,
     kExitSaturated = 5,
     kExitDelivery = 6,  // --verify / pubsub: lost, duplicated, reordered or corrupted messages
+    kExitUnanswered = 7,  // requests due but never answered (connection died, or still waiting at the end)
+    kExitLatency = 8,     // a latency threshold (--max-p50 / --max-p99 / --max-p999 / --max-latency) exceeded
 };
 
 struct SizeChoice {
@@ -69,6 +71,15 @@ struct Options {
     std::uint64_t response_timeout_ms = 5000;
     std::uint64_t connect_timeout_ms = 3000;
     std::int64_t max_errors = -1;  // -1 = no threshold
+    // --max-unanswered: unanswered requests allowed, as a fraction of the requests due (default 0.1%)
+    // or as a count (max_unanswered_count >= 0).
+    double max_unanswered_frac = 0.001;
+    std::int64_t max_unanswered_count = -1;
+    std::string max_unanswered_text = "0.1%";
+    // Latency thresholds in ns (0 = none), on the headline latency (censored samples included).
+    std::uint64_t max_p50_ns = 0, max_p99_ns = 0, max_p999_ns = 0, max_latency_ns = 0;
+    std::string hgrm_path;  // --hgrm: HdrHistogram percentile distribution (.hgrm)
+    std::string csv_path;   // --csv: one row per second
     bool allow_remote = false;
     std::uint64_t requests = 0;  // 0 = unbounded (duration bound)
     double slow_delay_ms = 100.0;  // slowloris byte interval / slowread read interval
@@ -119,5 +130,11 @@ bool is_protocol_flag(const std::string& flag);
 bool set_protocol_flag(const std::string& flag, const std::string& val, Options& o, std::string& err);
 bool finalize_protocol(Options& o, std::string& err);  // before --host is resolved (default Host header)
 void print_protocol_help();
+
+// Thresholds and result files (options_report.cpp).
+bool is_report_flag(const std::string& flag);
+bool set_report_flag(const std::string& flag, const std::string& val, Options& o, std::string& err);
+void print_report_help();
+bool parse_duration_ns(const std::string& s, std::uint64_t& ns);  // 2ms, 500us, 1.5s, 800ns
 
 }  // namespace flood

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "json_writer.hpp"
+#include "report_util.hpp"
 
 namespace flood {
 
@@ -21,62 +22,6 @@ std::string read_file_trim(const char* path) {
     return s;
 }
 
-Histogram merged(const Result& r, const std::string& what, std::initializer_list<int> phases) {
-    Histogram h;
-    for (int p : phases)
-        if (auto* x = r.find_hist(std::string(phase_name(p)) + "." + what)) h.merge(*x);
-    return h;
-}
-
-double steady_secs(const Result& r) {
-    double s = r.getx("phase.steady.secs");
-    return s > 0 ? s : r.getx("wall_s");
-}
-
-std::uint64_t steady_count(const Result& r, const std::string& what) {
-    if (r.getx("phase.steady.secs") > 0) return r.get("steady." + what);
-    std::uint64_t n = 0;
-    for (int p = 0; p < kPhaseCount; ++p) n += r.get(std::string(phase_name(p)) + "." + what);
-    return n;
-}
-
-bool long_lived(Mode m) {
-    return m == Mode::Idle || m == Mode::Pingpong || m == Mode::Pipeline || m == Mode::Rate || m == Mode::Firehose ||
-           m == Mode::Storm || m == Mode::Pubsub;
-}
-
-// What the sequence checks found (--verify in a mode with replies, or pubsub).
-struct Delivery {
-    bool checked = false;
-    std::uint64_t lost = 0, duplicated = 0, reordered = 0, corrupted = 0;
-    std::uint64_t bad() const { return lost + duplicated + reordered + corrupted; }
-};
-
-Delivery delivery_of(const Options& o, const Result& r) {
-    Delivery d;
-    const char* pre = o.mode == Mode::Pubsub ? "pubsub." : "verify.";
-    d.checked = o.mode == Mode::Pubsub || (o.verify && has_replies(o.mode));
-    if (!d.checked) return d;
-    d.lost = r.get(std::string(pre) + "lost");
-    d.duplicated = r.get(std::string(pre) + "duplicated");
-    d.reordered = r.get(std::string(pre) + "reordered");
-    d.corrupted = r.get("err.verify_mismatch");
-    return d;
-}
-
-// pubsub: seconds from the last OK SUB (publishing starts) to the last delivery.
-double pubsub_secs(const Result& r) {
-    const double from = r.getx("pubsub.subscribed_s", 0), to = r.getx("pubsub.last_delivery_s", 0);
-    return to > from ? to - from : 0.0;
-}
-
-std::uint64_t total_errors(const Result& r) {
-    std::uint64_t n = 0;
-    for (int e = 0; e < kErrCount; ++e) n += r.get(std::string("err.") + err_name(e));
-    return n;
-}
-
-
 }  // namespace
 
 Progress::Progress(const Options& o) : o_(o), tty_(isatty(2) != 0) {
@@ -84,10 +29,18 @@ Progress::Progress(const Options& o) : o_(o), tty_(isatty(2) != 0) {
         stream_ = std::fopen(o.json_stream_path.c_str(), "w");
         stream_ok_ = stream_ != nullptr;
     }
+    if (!o.csv_path.empty()) {
+        csv_ = std::fopen(o.csv_path.c_str(), "w");
+        csv_ok_ = csv_ != nullptr;
+        if (csv_)
+            std::fprintf(csv_, "t_s,msgs_per_sec,sent_per_sec,errors,errors_total,p50_ms,p99_ms,waiting,"
+                               "connections_open,target_rate\n");
+    }
 }
 
 Progress::~Progress() {
     if (stream_) std::fclose(stream_);
+    if (csv_) std::fclose(csv_);
 }
 
 void Progress::operator()(const Snapshot& s) {
@@ -99,12 +52,13 @@ void Progress::operator()(const Snapshot& s) {
         char line[256];
         std::snprintf(line, sizeof line,
                       "[%5.1fs] conns %llu/%llu  msgs/s %.0f%s  sent/s %.0f  errors +%llu (total %llu)  p50 %.3fms "
-                      "p99 %.3fms",
+                      "p99 %.3fms  waiting %llu",
                       s.t, static_cast<unsigned long long>(s.open), static_cast<unsigned long long>(s.requested), rate,
                       o_.mode == Mode::Rate ? (" (target " + std::to_string(static_cast<long long>(o_.rate)) + ")").c_str()
                                             : "",
                       sent_rate, static_cast<unsigned long long>(errs), static_cast<unsigned long long>(s.errs),
-                      static_cast<double>(s.p50) / 1000.0, static_cast<double>(s.p99) / 1000.0);
+                      static_cast<double>(s.p50) / 1e6, static_cast<double>(s.p99) / 1e6,
+                      static_cast<unsigned long long>(s.waiting));
         if (tty_) std::fprintf(stderr, "\r%s\033[K", line);
         else std::fprintf(stderr, "%s\n", line);
         std::fflush(stderr);
@@ -115,10 +69,19 @@ void Progress::operator()(const Snapshot& s) {
         j.open(nullptr, '{').num("t", s.t).num("msgs_per_sec", rate).num("sent_per_sec", sent_rate);
         if (o_.mode == Mode::Rate) j.num("target_rate", o_.rate);
         j.u("connections_open", s.open).u("connections_requested", s.requested).u("errors", errs).u("errors_total", s.errs);
-        j.u("p50_us", s.p50).u("p99_us", s.p99).u("msgs_total", s.msgs).u("bytes_in", s.bytes_in).u("bytes_out", s.bytes_out);
+        j.num("p50_us", static_cast<double>(s.p50) / 1e3).num("p99_us", static_cast<double>(s.p99) / 1e3);
+        j.u("waiting", s.waiting).u("msgs_total", s.msgs).u("bytes_in", s.bytes_in).u("bytes_out", s.bytes_out);
         j.close('}');
         std::fprintf(stream_, "%s\n", j.str().c_str());
         std::fflush(stream_);
+    }
+    if (csv_) {
+        std::fprintf(csv_, "%.3f,%.1f,%.1f,%llu,%llu,%.6f,%.6f,%llu,%llu,%.1f\n", s.t, rate, sent_rate,
+                     static_cast<unsigned long long>(errs), static_cast<unsigned long long>(s.errs),
+                     static_cast<double>(s.p50) / 1e6, static_cast<double>(s.p99) / 1e6,
+                     static_cast<unsigned long long>(s.waiting), static_cast<unsigned long long>(s.open),
+                     o_.mode == Mode::Rate ? o_.rate : 0.0);
+        std::fflush(csv_);
     }
     prev_ = s;
 }
@@ -172,65 +135,6 @@ Environment read_environment() {
     return e;
 }
 
-Verdict judge(const Options& o, const Result& r) {
-    Verdict v;
-    const double wall = r.getx("wall_s");
-    const double threads = static_cast<double>(std::max<std::uint64_t>(1, r.get("threads")));
-    const double cpu_s = static_cast<double>(r.get("cpu.user_us") + r.get("cpu.sys_us")) / 1e6;
-    const double util = wall > 0 ? cpu_s / (wall * threads) : 0;
-    const Histogram* lag = r.find_hist("loop_lag_steady");
-    if (!lag || lag->count() == 0) lag = r.find_hist("loop_lag");
-    const std::uint64_t lag99 = lag ? lag->percentile(99) : 0;
-    char b[256];
-    if (util > 0.9 && lag99 > 5000) {
-        std::snprintf(b, sizeof b, "generator saturated: threads at %.0f%% CPU with event-loop lag p99 %.1f ms",
-                      util * 100, static_cast<double>(lag99) / 1000);
-        v.reasons.push_back(b);
-    } else if (lag && lag->percentile(90) > 50000) {
-        std::snprintf(b, sizeof b, "event-loop lag p90 %.1f ms: timers fired late (machine overloaded?)",
-                      static_cast<double>(lag->percentile(90)) / 1000);
-        v.reasons.push_back(b);
-    }
-    if (o.mode == Mode::Rate) {
-        const Histogram* dl = r.find_hist("dispatch_lag");
-        const std::uint64_t d99 = dl ? dl->percentile(99) : 0;
-        if (d99 > 25000) {
-            std::snprintf(b, sizeof b, "rate schedule fell behind: arrival dispatch lag p99 %.1f ms (> 25 ms)",
-                          static_cast<double>(d99) / 1000);
-            v.reasons.push_back(b);
-        }
-        if (r.get("rate.dropped")) {
-            v.reasons.push_back(std::to_string(r.get("rate.dropped")) +
-                                " scheduled requests dropped (per-connection backlog over 65536): add connections");
-        }
-    }
-    v.valid = v.reasons.empty();
-    const std::uint64_t errs = total_errors(r);
-    const std::uint64_t req = r.get("conn.requested");
-    if (long_lived(o.mode) ? r.get("conn.established") < req : (req > 0 && r.get("conn.connects_ok") == 0)) {
-        v.exit_code = kExitConnections;
-        v.exit_reason = "requested connections not reached (" + std::to_string(r.get("conn.established")) + " of " +
-                        std::to_string(req) + ")";
-    } else if (o.max_errors >= 0 && errs > static_cast<std::uint64_t>(o.max_errors)) {
-        v.exit_code = kExitErrors;
-        v.exit_reason = std::to_string(errs) + " errors, over --max-errors " + std::to_string(o.max_errors);
-    } else if (const Delivery d = delivery_of(o, r); d.checked && d.bad() > 0) {
-        v.exit_code = kExitDelivery;
-        v.exit_reason = "delivery check failed: lost " + std::to_string(d.lost) + ", duplicated " +
-                        std::to_string(d.duplicated) + ", reordered " + std::to_string(d.reordered) + ", corrupted " +
-                        std::to_string(d.corrupted);
-    } else if (o.mode == Mode::Pubsub && r.get("pubsub.confirmed") < r.get("pubsub.subscriptions")) {
-        v.exit_code = kExitDelivery;
-        v.exit_reason = "delivery check failed: " +
-                        std::to_string(r.get("pubsub.subscriptions") - r.get("pubsub.confirmed")) + " of " +
-                        std::to_string(r.get("pubsub.subscriptions")) + " subscriptions never confirmed (OK SUB)";
-    } else if (!v.valid) {
-        v.exit_code = kExitSaturated;
-        v.exit_reason = "run invalid: " + v.reasons.front();
-    }
-    return v;
-}
-
 std::string to_json(const Options& o, const Result& r, const Environment& env, const KernelCounters& k0,
                     const KernelCounters& k1, const Verdict& v) {
     Json j;
@@ -265,6 +169,12 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
     if (o.protocol == Protocol::Http) j.str("path", o.http_path).str("host_header", o.host_header);
     j.str("payload", o.payload).str("framing", framing_name(o.framing)).u("prefix_bytes", static_cast<std::uint64_t>(o.prefix_bytes));
     j.b("verify", o.verify).u("response_timeout_ms", o.response_timeout_ms).u("connect_timeout_ms", o.connect_timeout_ms);
+    j.str("max_unanswered", o.max_unanswered_text);
+    j.open("latency_thresholds_us", '{');
+    for (auto [name, ns] : {std::pair<const char*, std::uint64_t>{"p50", o.max_p50_ns}, {"p99", o.max_p99_ns},
+                            {"p999", o.max_p999_ns}, {"max", o.max_latency_ns}})
+        if (ns) j.num(name, static_cast<double>(ns) / 1e3);
+    j.close('}');
     j.i("max_errors", o.max_errors).u("sources", r.get("sources") / std::max<std::uint64_t>(1, r.get("procs")));
     j.num("slow_delay_ms", o.slow_delay_ms).u("slow_read_bytes", o.slow_read_bytes).close('}');
     j.open("environment", '{').str("kernel", env.kernel).u("nofile_soft", env.nofile_soft).u("nofile_hard", env.nofile_hard);
@@ -272,7 +182,8 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
     j.i("cores", env.cores).close('}');
     // Headline.
     j.open("connections", '{').u("requested", r.get("conn.requested")).u("established", r.get("conn.established"));
-    j.u("failed", r.get("conn.failed")).u("connects_ok", r.get("conn.connects_ok"));
+    j.u("failed", r.get("conn.failed")).u("failed_attempts", r.get("conn.failed_attempts"));
+    j.u("connects_ok", r.get("conn.connects_ok"));
     if (o.mode == Mode::Churn) j.u("churn_cycles", r.get("churn.cycles"));
     if (r.get("conn.threads_not_all_established") == 0 && r.getx("time_to_n_s", -1) >= 0)
         j.num("time_to_n_s", r.getx("time_to_n_s"));
@@ -302,8 +213,22 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
         j.num("target_rate", o.rate).u("dispatched", r.get("rate.dispatched")).u("dropped", r.get("rate.dropped"));
     }
     j.u("abandoned", r.get("abandoned")).close('}');
+    const Accounting acc = accounting_of(r);
+    if (tracks_unanswered(o.mode)) {
+        // Every request that was due: answered, or unanswered (never silently dropped from the figures).
+        j.open("requests", '{').u("due", acc.due).u("answered", acc.answered).u("unanswered", acc.unanswered());
+        j.u("unanswered_end_of_run", acc.end).u("unanswered_dead_connection", acc.dead);
+        j.num("unanswered_fraction", acc.unanswered_frac()).u("answered_after_timeout", acc.late);
+        j.u("dropped", acc.dropped).close('}');
+    }
+    const Stall st = stall_of(o, r);
+    j.open("stall", '{').b("found", st.found);
+    if (st.found) j.num("at_s", st.at_s).num("length_s", st.len_s).b("until_end", st.to_end).u("requests_waited", st.waited);
+    j.close('}');
     const Histogram lat = merged(r, "lat", {kSteady, kDrain});
     j.pcts("latency_us", lat);
+    if (auto* h = r.find_hist("censored"); h && h->count()) j.pcts("censored_latency_us", *h);
+    else j.pcts("censored_latency_us", Histogram());
     if (o.mode == Mode::Rate) {
         j.pcts("service_latency_us", merged(r, "svc", {kSteady, kDrain}));
         j.pcts("schedule_lag_us", merged(r, "lag", {kSteady, kDrain}));
@@ -369,6 +294,14 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
     j.open("generator", '{').num("wall_s", wall).num("cpu_user_s", static_cast<double>(r.get("cpu.user_us")) / 1e6);
     j.num("cpu_sys_s", static_cast<double>(r.get("cpu.sys_us")) / 1e6).u("threads", r.get("threads")).u("procs", r.get("procs"));
     j.num("cpu_util_per_thread", wall > 0 ? cpu / (wall * threads) : 0);
+    j.open("threads_detail", '[');
+    for (const ThreadFigures& t : threads_of(r)) {
+        j.open(nullptr, '{').str("thread", t.name).num("cpu_util", t.util);
+        j.num("loop_lag_p99_us", static_cast<double>(t.lag99) / 1e3).num("loop_lag_p90_us", static_cast<double>(t.lag90) / 1e3);
+        if (o.mode == Mode::Rate) j.num("dispatch_lag_p99_us", static_cast<double>(t.dispatch99) / 1e3);
+        j.close('}');
+    }
+    j.close(']');
     if (auto* h = r.find_hist("loop_lag")) j.pcts("loop_lag_us", *h);
     if (auto* h = r.find_hist("loop_lag_steady")) j.pcts("loop_lag_steady_us", *h);
     if (o.mode == Mode::Rate)
@@ -382,31 +315,35 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
         else j.i((name + "_before").c_str(), before).i((name + "_after").c_str(), val);
     }
     j.close('}');
-    j.open("histogram", '{').str("metric", "latency_us (steady+drain)").str("unit", "us").u("sub_buckets", Histogram::kSub);
+    j.open("histogram", '{').str("metric", "latency (steady+drain, unanswered censored)").str("unit", "ns").u("sub_buckets", Histogram::kSub);
     j.u("count", lat.count()).open("buckets", '[');
     for (std::size_t i = 0; i < lat.buckets(); ++i)
         if (lat.bucket_count(i))
             j.open(nullptr, '[').u(nullptr, Histogram::lowest_of(i)).u(nullptr, Histogram::highest_of(i)).u(nullptr, lat.bucket_count(i)).close(']');
     j.close(']').close('}');
+    j.str("summary", narrative(o, r, v));
     j.close('}');
     return j.str() + "\n";
 }
 
 void print_summary(FILE* f, const Options& o, const Result& r, const KernelCounters& k0, const KernelCounters& k1,
                    const Verdict& v) {
-    auto ms = [](std::uint64_t us) { return static_cast<double>(us) / 1000.0; };
-    auto line = [&](const char* name, const Histogram& h) {
+    auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
+    auto line = [&](const char* name, const Histogram& h, std::uint64_t censored = 0) {
         if (!h.count()) return;
-        std::fprintf(f, "  %-18s p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  p99.99 %.3f  max %.3f ms  (n=%llu)\n", name,
+        std::fprintf(f, "  %-18s p50 %.4f  p90 %.4f  p99 %.4f  p99.9 %.4f  p99.99 %.4f  max %.4f ms  (n=%llu", name,
                      ms(h.percentile(50)), ms(h.percentile(90)), ms(h.percentile(99)), ms(h.percentile(99.9)),
                      ms(h.percentile(99.99)), ms(h.max()), static_cast<unsigned long long>(h.count()));
+        if (censored) std::fprintf(f, ", of which %llu unanswered, censored", static_cast<unsigned long long>(censored));
+        std::fprintf(f, ")\n");
     };
     std::fprintf(f, "esockets-flood %s%s%s -> %s:%u  (%d procs x %llu threads)\n", mode_name(o.mode),
                  o.protocol == Protocol::Raw ? "" : " --protocol ", o.protocol == Protocol::Raw ? "" : protocol_name(o.protocol),
                  o.host.c_str(), o.port, o.procs, static_cast<unsigned long long>(r.get("threads") / std::max<std::uint64_t>(1, r.get("procs"))));
-    std::fprintf(f, "connections: requested %llu, established %llu, failed attempts %llu, connects %llu\n",
+    std::fprintf(f, "connections: requested %llu, established %llu, failed %llu (attempts %llu), connects %llu\n",
                  static_cast<unsigned long long>(r.get("conn.requested")), static_cast<unsigned long long>(r.get("conn.established")),
-                 static_cast<unsigned long long>(r.get("conn.failed")), static_cast<unsigned long long>(r.get("conn.connects_ok")));
+                 static_cast<unsigned long long>(r.get("conn.failed")), static_cast<unsigned long long>(r.get("conn.failed_attempts")),
+                 static_cast<unsigned long long>(r.get("conn.connects_ok")));
     if (r.get("conn.threads_not_all_established") == 0 && r.getx("time_to_n_s", -1) >= 0)
         std::fprintf(f, "time to all connections: %.3f s\n", r.getx("time_to_n_s"));
     const double ss = steady_secs(r);
@@ -415,6 +352,14 @@ void print_summary(FILE* f, const Options& o, const Result& r, const KernelCount
                  ss > 0 ? static_cast<double>(steady_count(r, "bytes_in") + steady_count(r, "bytes_out")) / ss / 1e6 : 0);
     if (o.mode == Mode::Rate) std::fprintf(f, " (target %.1f msgs/s)", o.rate);
     std::fprintf(f, "\n");
+    if (tracks_unanswered(o.mode)) {
+        const Accounting a = accounting_of(r);
+        std::fprintf(f, "requests: due %llu, answered %llu, unanswered %llu (%.2f%%: %llu still waiting at the end, %llu lost "
+                        "with dead connections)\n",
+                     static_cast<unsigned long long>(a.due), static_cast<unsigned long long>(a.answered),
+                     static_cast<unsigned long long>(a.unanswered()), 100 * a.unanswered_frac(),
+                     static_cast<unsigned long long>(a.end), static_cast<unsigned long long>(a.dead));
+    }
     if (o.mode == Mode::Pubsub) {
         const double ps = pubsub_secs(r);
         std::fprintf(f, "pubsub: %llu subscribers x %llu rooms each, %llu publishers, %llu rooms; subscriptions confirmed "
@@ -453,7 +398,8 @@ void print_summary(FILE* f, const Options& o, const Result& r, const KernelCount
                      llu(r.get("http.chunked")), llu(r.get("http.reopened")), llu(r.get("http.idle_closed")));
     std::fprintf(f, "latency (ms):\n");
     if (o.mode == Mode::Pubsub) line("delivery", merged(r, "lat", {kRamp, kWarmup, kSteady, kDrain}));
-    else line(o.mode == Mode::Rate ? "corrected" : "reply", merged(r, "lat", {kSteady, kDrain}));
+    else line(o.mode == Mode::Rate ? "corrected" : "reply", merged(r, "lat", {kSteady, kDrain}),
+              r.get("unanswered.dead_connection") + r.get("unanswered.end_of_run"));
     if (o.mode == Mode::Rate) {
         line("service", merged(r, "svc", {kSteady, kDrain}));
         line("schedule lag", merged(r, "lag", {kSteady, kDrain}));
@@ -484,13 +430,17 @@ void print_summary(FILE* f, const Options& o, const Result& r, const KernelCount
     const double cpu = static_cast<double>(r.get("cpu.user_us") + r.get("cpu.sys_us")) / 1e6;
     const Histogram* lag = r.find_hist("loop_lag_steady");
     if (!lag || lag->count() == 0) lag = r.find_hist("loop_lag");
-    std::fprintf(f, "generator: cpu %.2f s over %.2f s wall (%.0f%% per thread), steady loop lag p99 %.3f ms\n", cpu, wall,
+    double busiest = 0;
+    for (const ThreadFigures& t : threads_of(r)) busiest = std::max(busiest, t.util);
+    std::fprintf(f, "generator: cpu %.2f s over %.2f s wall (%.0f%% per thread, busiest thread %.0f%%), steady loop lag p99 "
+                    "%.3f ms\n", cpu, wall,
                  wall > 0 ? 100 * cpu / (wall * static_cast<double>(std::max<std::uint64_t>(1, r.get("threads")))) : 0,
-                 lag ? ms(lag->percentile(99)) : 0.0);
+                 100 * busiest, lag ? ms(lag->percentile(99)) : 0.0);
     std::fprintf(f, "valid: %s", v.valid ? "true" : "false");
     for (auto& s : v.reasons) std::fprintf(f, " (%s)", s.c_str());
     std::fprintf(f, "\n");
     if (v.exit_code) std::fprintf(f, "exit %d: %s\n", v.exit_code, v.exit_reason.c_str());
+    std::fprintf(f, "\nWhat this run shows: %s\n", narrative(o, r, v).c_str());
 }
 
 }  // namespace flood

@@ -23,12 +23,15 @@ public:
     void operator()(const Snapshot& s);
     void finish();
     bool stream_ok() const { return stream_ok_; }
+    bool csv_ok() const { return csv_ok_; }
 
 private:
     const Options& o_;
     bool tty_;
     FILE* stream_ = nullptr;
     bool stream_ok_ = true;
+    FILE* csv_ = nullptr;  // --csv
+    bool csv_ok_ = true;
     Snapshot prev_{};
     bool printed_ = false;
 };

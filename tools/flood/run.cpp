@@ -2,15 +2,18 @@
 
 #include <arpa/inet.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -23,7 +26,7 @@ std::string Snapshot::serialize() const {
     std::ostringstream os;
     os.precision(9);
     os << "S " << t << ' ' << msgs << ' ' << sent << ' ' << errs << ' ' << bytes_in << ' ' << bytes_out << ' ' << open
-       << ' ' << requested << ' ' << p50 << ' ' << p99 << '\n';
+       << ' ' << requested << ' ' << p50 << ' ' << p99 << ' ' << waiting << '\n';
     return os.str();
 }
 
@@ -31,7 +34,7 @@ bool Snapshot::deserialize(const std::string& s) {
     std::istringstream is(s);
     std::string tag;
     return static_cast<bool>(is >> tag >> t >> msgs >> sent >> errs >> bytes_in >> bytes_out >> open >> requested >>
-                             p50 >> p99) &&
+                             p50 >> p99 >> waiting) &&
            tag == "S";
 }
 
@@ -51,10 +54,17 @@ std::uint64_t tv_us(const timeval& tv) {
     return static_cast<std::uint64_t>(tv.tv_sec) * 1'000'000ull + static_cast<std::uint64_t>(tv.tv_usec);
 }
 
+// --procs: open connections and their peak over all processes, in memory shared by the fork.
+std::atomic<std::uint64_t>* g_all = nullptr;  // [0] open, [1] peak
+
 // Runs this process's share in o.threads threads. t0: common start (CLOCK_MONOTONIC ns).
 void run_process(const Options& o, std::uint64_t t0, std::uint64_t conns, std::uint64_t conn_base,
                  std::uint64_t requests, Result& r, const SnapshotSink& sink) {
     Shared sh(o);
+    if (g_all) {
+        sh.all_open = &g_all[0];
+        sh.all_peak = &g_all[1];
+    }
     sh.target.sin_family = AF_INET;
     sh.target.sin_port = htons(o.port);
     inet_pton(AF_INET, o.host.c_str(), &sh.target.sin_addr);
@@ -127,6 +137,7 @@ void run_process(const Options& o, std::uint64_t t0, std::uint64_t conns, std::u
             s.errs += w->live.errs.load(std::memory_order_relaxed);
             s.bytes_in += w->live.bytes_in.load(std::memory_order_relaxed);
             s.bytes_out += w->live.bytes_out.load(std::memory_order_relaxed);
+            s.waiting += w->live.waiting.load(std::memory_order_relaxed);
             std::lock_guard<std::mutex> lk(w->live.mu);
             ivl.merge(w->live.interval);
             w->live.interval.reset();
@@ -192,6 +203,13 @@ bool run_flood(const Options& o, Result& out, const SnapshotSink& sink, std::str
         run_process(o, t0, o.total_conns, 0, o.requests, out, sink);
         return true;
     }
+    void* shm = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shm == MAP_FAILED) {
+        err = std::string("mmap: ") + std::strerror(errno);
+        return false;
+    }
+    static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared counters need lock-free atomics");
+    g_all = new (shm) std::atomic<std::uint64_t>[2]{};
     struct Child {
         pid_t pid;
         int fd;
@@ -282,6 +300,7 @@ bool run_flood(const Options& o, Result& out, const SnapshotSink& sink, std::str
             m.open += k.last.open;
             m.p50 = std::max(m.p50, k.last.p50);
             m.p99 = std::max(m.p99, k.last.p99);
+            m.waiting += k.last.waiting;
         }
         m.requested = o.total_conns;
         if (any && sec != UINT64_MAX && sec > last_emit_sec && sink) {
@@ -302,6 +321,9 @@ bool run_flood(const Options& o, Result& out, const SnapshotSink& sink, std::str
         }
         out.merge(r);
     }
+    out.c["conn.established"] = g_all[1].load();  // simultaneous peak over all processes
+    munmap(shm, 4096);
+    g_all = nullptr;
     return ok;
 }
 

@@ -15,7 +15,8 @@ struct Snapshot {
     double t = 0;  // seconds since start
     std::uint64_t msgs = 0, sent = 0, errs = 0, bytes_in = 0, bytes_out = 0;
     std::uint64_t open = 0, requested = 0;
-    std::uint64_t p50 = 0, p99 = 0;  // us, replies in the last interval
+    std::uint64_t p50 = 0, p99 = 0;  // ns, replies in the last interval
+    std::uint64_t waiting = 0;       // requests due and not answered at this moment
     std::string serialize() const;
     bool deserialize(const std::string& s);
 };

@@ -7,7 +7,7 @@ namespace flood {
 
 const char* err_name(int e) {
     static const char* names[kErrCount] = {"econnrefused", "connect_timeout", "eaddrnotavail", "emfile",
-                                           "econnreset",   "epipe",           "unexpected_eof", "response_timeout",
+                                           "econnreset",   "etimedout", "enobufs", "epipe",           "unexpected_eof", "response_timeout",
                                            "verify_mismatch", "error_reply", "protocol_error", "other"};
     return e >= 0 && e < kErrCount ? names[e] : "?";
 }

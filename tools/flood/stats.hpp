@@ -16,6 +16,8 @@ enum Err : int {
     kEaddrnotavail,
     kEmfile,
     kEconnreset,
+    kEtimedout,      // ETIMEDOUT on an established connection (retransmissions / keepalive gave up)
+    kEnobufs,        // ENOBUFS / ENOMEM: the kernel ran out of buffers or memory
     kEpipe,
     kUnexpectedEof,
     kResponseTimeout,

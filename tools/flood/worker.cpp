@@ -120,6 +120,7 @@ void Worker::close_conn(Conn& c, bool rst) {
     if (c.state == kOpen) {
         --open_;
         sh_.open.fetch_sub(1, std::memory_order_relaxed);
+        if (sh_.all_open) sh_.all_open->fetch_sub(1, std::memory_order_relaxed);
     } else if (c.state == kConnecting) {
         --connecting_;
     }
@@ -149,8 +150,19 @@ void Worker::close_conn(Conn& c, bool rst) {
 }
 
 void Worker::fail_conn(Conn& c, std::uint32_t i, int err_class, const std::string& detail, bool reconnect_now) {
-    error(err_class, i, detail);
-    if (c.state == kConnecting) ++connect_fail_;
+    if (c.state == kConnecting) {
+        // A connection that keeps failing to connect is one error (and one failed connection), however
+        // many times it is retried (every 200 ms): the totals do not grow with the run's length.
+        ++connect_fail_;
+        if (!c.failing) {
+            c.failing = true;
+            ++failed_conns_;
+            error(err_class, i, detail);
+        }
+    } else {
+        error(err_class, i, detail);
+    }
+    if (c.state == kOpen && tracks_unanswered()) strand_queue(c, true);
     close_conn(c);
     if (o_.mode == Mode::Pubsub && ps_[i].opened) {
         // A pubsub connection is not re-opened: its subscriptions and sequence numbers are gone.
@@ -164,13 +176,13 @@ void Worker::fail_conn(Conn& c, std::uint32_t i, int err_class, const std::strin
 int classify_errno(int e, bool connecting) {
     switch (e) {
     case ECONNREFUSED: return kEconnrefused;
-    case ETIMEDOUT: return connecting ? kConnectTimeout : kEconnreset;
+    case ETIMEDOUT: return connecting ? kConnectTimeout : kEtimedout;
     case EADDRNOTAVAIL:
     case EADDRINUSE: return kEaddrnotavail;
     case EMFILE:
-    case ENFILE:
+    case ENFILE: return kEmfile;
     case ENOBUFS:
-    case ENOMEM: return kEmfile;
+    case ENOMEM: return kEnobufs;
     case ECONNRESET: return kEconnreset;
     case EPIPE: return kEpipe;
     default: return kOther;
@@ -182,7 +194,7 @@ void Worker::server_closed(Conn& c, std::uint32_t i, bool rst, int err_no) {
     const bool hostile = is_hostile(o_.mode);
     if (hostile) {
         (rst ? rst_ : fin_)++;
-        close_h_.record((now_ - c.t_start) / 1000);
+        close_h_.record(now_ - c.t_start);
         close_conn(c);
         if (!draining_ && can_issue()) requeue(i, 0);
         return;
@@ -274,6 +286,12 @@ void Worker::scan_timeouts() {
 
 void Worker::run() {
     now_ = now_ns();
+    wall0_ = now_;
+    {
+        timespec ts{};
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        cpu0_ = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+    }
     for (std::uint32_t i = 0; i < conns_.size(); ++i) {
         conns_[i].state = kQueued;
         connect_q_.push_back(i);
@@ -284,7 +302,11 @@ void Worker::run() {
     ivl_flush_ = now_;
     if (o_.mode == Mode::Rate && rate_share_ > 0) {
         // Stagger threads so their arrivals interleave evenly.
-        next_arrival_ = sh_.t0 + static_cast<std::uint64_t>(1e9 / rate_share_ * tid_ / std::max(1, o_.threads));
+        // Stagger every thread of every process (not only the threads of one process: P processes would
+        // otherwise send P-fold bursts).
+        const double k = static_cast<double>(o_.proc_index * std::max(1, o_.threads) + tid_);
+        const double n = static_cast<double>(std::max(1, o_.procs) * std::max(1, o_.threads));
+        next_arrival_ = sh_.t0 + static_cast<std::uint64_t>(1e9 / rate_share_ * k / n);
     }
     std::vector<epoll_event> evs(512);
     std::uniform_real_distribution<double> uni(0.0, 1.0);
@@ -294,11 +316,16 @@ void Worker::run() {
         if (!draining_ && now_ >= sh_.t_end) {
             draining_ = true;
             drain_deadline = now_ + static_cast<std::uint64_t>(o_.drain * 1e9);
-            // Requests queued on connections that are not up will never be sent: abandon them.
+            // Requests queued on connections that are not up will never be sent: they were due, so they
+            // are unanswered (censored latencies at the end), not silently abandoned.
             for (auto& c : conns_)
                 if (c.state != kOpen && c.state != kConnecting && c.queued()) {
-                    outstanding_ -= c.queued();
-                    abandoned_ += c.queued();
+                    if (tracks_unanswered()) {
+                        strand_queue(c, true);
+                    } else {
+                        outstanding_ -= c.queued();
+                        abandoned_ += c.queued();
+                    }
                     c.q.clear();
                     c.head = 0;
                     if (!vs_.empty()) vs_[index_of(c)].reset();
@@ -327,7 +354,7 @@ void Worker::run() {
             int n = 0;
             while (can_issue() && next_arrival_ <= now_ && n++ < 4096) {
                 const std::uint64_t intended = next_arrival_;
-                dispatch_lag_h_.record((now_ - intended) / 1000);
+                dispatch_lag_h_.record(now_ - intended);
                 const double gap = 1e9 / rate_share_;
                 next_arrival_ += static_cast<std::uint64_t>(o_.poisson ? -std::log(1.0 - uni(rng_)) * gap : gap);
                 ++dispatched_;
@@ -359,10 +386,11 @@ void Worker::run() {
             on_timer(t);
         }
         if (now_ >= next_tick_) {
-            loop_lag_h_.record((now_ - next_tick_) / 1000);
+            loop_lag_h_.record(now_ - next_tick_);
+            live.waiting.store(outstanding_ + stranded_.size(), std::memory_order_relaxed);
             // Steady-state lag (after this thread's initial connection burst) decides validity.
             if (sh_.phase_at(now_) == kSteady && (last_established_ns_ || connect_q_.empty()))
-                loop_lag_steady_h_.record((now_ - next_tick_) / 1000);
+                loop_lag_steady_h_.record(now_ - next_tick_);
             next_tick_ += kTickNs;
             if (next_tick_ <= now_) next_tick_ = now_ + kTickNs;
             if (now_ - last_scan_ >= 100 * kMs) {
@@ -422,15 +450,36 @@ void Worker::run() {
         Conn& c = conns_[i];
         if (c.state == kOpen && is_hostile(o_.mode)) {
             ++still_open_;
-            close_h_.record((now_ - c.t_start) / 1000);  // lower bound: still open at the end
+            close_h_.record(now_ - c.t_start);  // lower bound: still open at the end
         }
         // --verify: written requests still unanswered after the drain are lost (not abandoned).
         const std::uint64_t lost = !vs_.empty() && c.state == kOpen && counts_lost(o_.mode) ? vs_[i].unanswered() : 0;
+        const std::uint64_t overtaken = !vs_.empty() && o_.mode != Mode::Firehose ? vs_[i].rx.missing() : 0;
+        // Requests still waiting when the run ends (the drain is over) were due: unanswered, censored.
+        if (tracks_unanswered() && c.queued()) strand_queue(c, false);
         close_conn(c);
         if (lost) {
             lost_ += lost;
-            if (o_.mode != Mode::Firehose) abandoned_ -= lost;  // close_conn counted them
+            if (o_.mode != Mode::Firehose) abandoned_ -= std::min(abandoned_, overtaken);  // close_conn counted them
         }
+    }
+    // Stall still going on at the end: requests waited from the last reply to the end.
+    if (!stranded_.empty() && gap_from_ && now_ - gap_from_ > stall_len_) {
+        stall_len_ = now_ - gap_from_;
+        stall_at_ = gap_from_;
+        stall_waited_ = stranded_.size();
+    }
+    for (std::uint64_t start : stranded_) {
+        const std::uint64_t v = now_ > start ? now_ - start : 0;
+        ph_[kDrain].lat.record(v);
+        censored_h_.record(v);
+        ivl_.record(v);
+    }
+    wall1_ = now_;
+    {
+        timespec ts{};
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        cpu1_ = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<std::uint64_t>(ts.tv_nsec);
     }
     {
         std::lock_guard<std::mutex> lk(live.mu);
@@ -463,7 +512,27 @@ void Worker::collect(Result& r) const {
     r.hist("dispatch_lag").merge(dispatch_lag_h_);
     r.c["conn.requested"] += conns_.size();
     r.c["conn.connects_ok"] += established_ok_;
-    r.c["conn.failed"] += connect_fail_;
+    r.c["conn.failed"] += failed_conns_;
+    r.c["conn.failed_attempts"] += connect_fail_;
+    r.c["unanswered.dead_connection"] += unanswered_dead_;
+    r.c["unanswered.end_of_run"] += unanswered_end_;
+    r.c["late_replies"] += late_replies_;
+    r.c["requests.issued"] += issued_;
+    r.hist("censored").merge(censored_h_);
+    {
+        // Per thread: what validity is judged on (one saturated or lagging thread makes the run invalid).
+        const std::string pre = "thr." + std::to_string(o_.proc_index) + "." + std::to_string(tid_) + ".";
+        r.c[pre + "cpu_ns"] += cpu1_ - cpu0_;
+        r.c[pre + "wall_ns"] += wall1_ - wall0_;
+        r.c[pre + "lag_steady_p99_ns"] += loop_lag_steady_h_.count() ? loop_lag_steady_h_.percentile(99) : loop_lag_h_.percentile(99);
+        r.c[pre + "lag_p90_ns"] += (loop_lag_steady_h_.count() ? loop_lag_steady_h_ : loop_lag_h_).percentile(90);
+        if (o_.mode == Mode::Rate) r.c[pre + "dispatch_p99_ns"] += dispatch_lag_h_.percentile(99);
+        if (stall_len_) {
+            r.c[pre + "stall_ns"] += stall_len_;
+            r.c[pre + "stall_at_ns"] += stall_at_ - sh_.t0;
+            r.c[pre + "stall_waited"] += stall_waited_;
+        }
+    }
     r.c["rate.dispatched"] += dispatched_;
     r.c["rate.dropped"] += dropped_;
     r.c["abandoned"] += abandoned_;

@@ -55,6 +55,10 @@ struct Shared {
     std::uint64_t proc_conns = 0;  // connections of this process
     std::atomic<bool> stop{false};
     std::atomic<std::uint64_t> open{0}, peak{0};
+    // With --procs: open connections and their peak over all processes (shared memory), so that
+    // `established` is the simultaneous peak, not the sum of per-process peaks. Null: one process.
+    std::atomic<std::uint64_t>* all_open = nullptr;
+    std::atomic<std::uint64_t>* all_peak = nullptr;
     PubsubShared ps;
     int phase_at(std::uint64_t t) const {
         return t < t_ramp_end ? kRamp : t < t_warm_end ? kWarmup : t < t_end ? kSteady : kDrain;
@@ -64,6 +68,7 @@ struct Shared {
 // Counters the monitor thread reads while the worker runs.
 struct Live {
     std::atomic<std::uint64_t> msgs{0}, sent{0}, errs{0}, bytes_in{0}, bytes_out{0};
+    std::atomic<std::uint64_t> waiting{0};  // requests due and not answered yet (a gauge)
     std::atomic<bool> done{false};
     std::mutex mu;
     Histogram interval;  // latency of replies since the monitor last took it
@@ -117,6 +122,7 @@ struct Conn {
     std::uint8_t state = 0;
     bool want_write = false, bad = false, to_flagged = false, shut = false, reply_done = false, in_ready = false;
     bool flush_due = false;  // replies completed in the current read: refill once after it, not per reply
+    bool failing = false;    // the last connect attempt failed: retries are not counted as new errors
     std::uint32_t gen = 0;
     std::uint32_t sent_n = 0;  // entries from head fully written
     std::uint32_t tx_off = 0;  // bytes written of entry head+sent_n
@@ -190,6 +196,14 @@ private:
     void issue(Conn& c, std::uint64_t intended);
     void error(int cls, std::uint32_t i, const std::string& detail);
     void record_reply(std::uint64_t now, const Pending& p);
+    void record_latency(std::uint64_t now, const Pending& p);  // one latency sample, no msg
+    // A request that was due and will not be answered (its connection died, or the run ended):
+    // kept until the end of the run, then recorded as a censored latency (end - intended start).
+    void strand(const Pending& p, bool dead_connection);
+    void strand_queue(Conn& c, bool dead_connection);
+    bool tracks_unanswered() const;
+    std::uint64_t start_of(const Pending& p) const;
+    void note_reply(std::uint64_t now);  // stall tracking: a reply ended a gap
     void pop_head(Conn& c);
     void copy_wire(const Pending& pe, std::uint32_t off, unsigned char* dst, std::uint32_t len) const;
     void mark_ready(Conn& c, std::uint32_t i);
@@ -249,6 +263,14 @@ private:
     std::uint64_t last_established_ns_ = 0;
     std::uint64_t dispatched_ = 0, dropped_ = 0, abandoned_ = 0, churn_cycles_ = 0;
     std::uint64_t fin_ = 0, rst_ = 0, reply_complete_ = 0, still_open_ = 0, rst_sent_ = 0;
+    // Requests that were due and not answered: start times (ns), censored at the end of the run.
+    std::vector<std::uint64_t> stranded_;
+    std::uint64_t unanswered_dead_ = 0, unanswered_end_ = 0, late_replies_ = 0, failed_conns_ = 0;
+    Histogram censored_h_;
+    // Stalls: the longest time with requests outstanding and no reply on this thread.
+    std::uint64_t gap_from_ = 0;  // last reply, or when the first request became outstanding
+    std::uint64_t stall_len_ = 0, stall_at_ = 0, stall_waited_ = 0;
+    std::uint64_t cpu0_ = 0, cpu1_ = 0, wall0_ = 0, wall1_ = 0;  // this thread's CPU and wall time (ns)
     PhaseCounters ph_[kPhaseCount];
     Histogram connect_h_, close_h_, loop_lag_h_, loop_lag_steady_h_, dispatch_lag_h_, ivl_;
     FirstError first_[kErrCount];

@@ -114,13 +114,20 @@ void Worker::service_connects() {
 
 void Worker::on_connected(Conn& c, std::uint32_t i) {
     c.state = kOpen;
-    connect_h_.record((now_ - c.t_start) / 1000);
+    c.failing = false;
+    connect_h_.record(now_ - c.t_start);
     c.t_start = now_;
     ++open_;
     ++established_ok_;
     std::uint64_t cur = sh_.open.fetch_add(1, std::memory_order_relaxed) + 1;
     std::uint64_t pk = sh_.peak.load(std::memory_order_relaxed);
     while (cur > pk && !sh_.peak.compare_exchange_weak(pk, cur, std::memory_order_relaxed)) {
+    }
+    if (sh_.all_open) {  // --procs: the simultaneous peak over all processes
+        const std::uint64_t all = sh_.all_open->fetch_add(1, std::memory_order_relaxed) + 1;
+        std::uint64_t apk = sh_.all_peak->load(std::memory_order_relaxed);
+        while (all > apk && !sh_.all_peak->compare_exchange_weak(apk, all, std::memory_order_relaxed)) {
+        }
     }
     if (open_ > established_) {
         established_ = open_;

@@ -36,7 +36,39 @@ void Worker::issue(Conn& c, std::uint64_t intended) {
     }
     c.q.push_back(p);
     ++issued_;
+    if (outstanding_ == 0) gap_from_ = intended;  // stall tracking: waiting starts now
     ++outstanding_;
+}
+
+bool Worker::tracks_unanswered() const {
+    return o_.mode == Mode::Pingpong || o_.mode == Mode::Pipeline || o_.mode == Mode::Rate || o_.mode == Mode::Churn;
+}
+
+std::uint64_t Worker::start_of(const Pending& p) const {
+    // Rate mode (open loop): from the intended send time (coordinated-omission correction). Closed-loop modes:
+    // from the time the request's first byte was written (or, never written, from when it was issued).
+    return o_.mode == Mode::Rate || p.sent == 0 ? p.intended : p.sent;
+}
+
+void Worker::strand(const Pending& p, bool dead_connection) {
+    stranded_.push_back(start_of(p));
+    ++(dead_connection ? unanswered_dead_ : unanswered_end_);
+}
+
+void Worker::strand_queue(Conn& c, bool dead_connection) {
+    for (std::size_t k = c.head; k < c.q.size(); ++k) strand(c.q[k], dead_connection);
+    outstanding_ -= c.queued();
+    c.q.clear();
+    c.head = c.sent_n = c.tx_off = 0;
+}
+
+void Worker::note_reply(std::uint64_t now) {
+    if (outstanding_ > 0 && gap_from_ && now > gap_from_ && now - gap_from_ > stall_len_) {
+        stall_len_ = now - gap_from_;
+        stall_at_ = gap_from_;
+        stall_waited_ = outstanding_ + stranded_.size();
+    }
+    gap_from_ = now;
 }
 
 void Worker::pop_head(Conn& c) {
@@ -121,7 +153,7 @@ void Worker::advance(Conn& c, std::size_t w) {
             p.sent = now_;
             ++pc.sent;
             live.sent.fetch_add(1, std::memory_order_relaxed);
-            if (o_.mode == Mode::Rate) pc.lag.record((now_ - p.intended) / 1000);
+            if (o_.mode == Mode::Rate) pc.lag.record(now_ - p.intended);
         }
         const std::size_t take = std::min<std::size_t>(wl - c.tx_off, w);
         c.tx_off += static_cast<std::uint32_t>(take);
@@ -434,12 +466,16 @@ void Worker::record_reply(std::uint64_t now, const Pending& p) {
     PhaseCounters& pc = ph_[sh_.phase_at(now)];
     ++pc.msgs;
     live.msgs.fetch_add(1, std::memory_order_relaxed);
-    // Rate mode (open loop): from the intended send time (coordinated-omission correction). Closed-loop modes:
-    // from the time the request's first byte was written to the arrival of its reply's last byte.
-    const std::uint64_t start = o_.mode == Mode::Rate || p.sent == 0 ? p.intended : p.sent;
-    const std::uint64_t lat = (now - start) / 1000;
+    record_latency(now, p);
+}
+
+void Worker::record_latency(std::uint64_t now, const Pending& p) {
+    // Nanoseconds end to end: to the arrival of the reply's last byte.
+    PhaseCounters& pc = ph_[sh_.phase_at(now)];
+    const std::uint64_t start = start_of(p);
+    const std::uint64_t lat = now > start ? now - start : 0;
     pc.lat.record(lat);
-    if (p.sent) pc.svc.record((now - p.sent) / 1000);
+    if (p.sent) pc.svc.record(now > p.sent ? now - p.sent : 0);
     ivl_.record(lat);
 }
 
@@ -448,10 +484,16 @@ void Worker::complete(Conn& c, std::uint32_t i, int err_class, const std::string
     pop_head(c);
     if (c.sent_n > 0) --c.sent_n;
     else c.tx_off = 0;
+    note_reply(now_);
     --outstanding_;
     if (c.bad) error(kVerifyMismatch, i, "reply bytes differ from the request");
     else if (err_class >= 0) error(err_class, i, detail);
-    else record_reply(now_, p);
+    else if (c.to_flagged) {
+        // It was counted as a response_timeout error when it hung: one error, not also a msg. Its real
+        // latency still goes into the distribution (every due request has exactly one sample).
+        ++late_replies_;
+        record_latency(now_, p);
+    } else record_reply(now_, p);
     c.bad = c.to_flagged = false;
     c.rx_off = c.rx_hdr = c.rx_len = 0;
     ++c.done;

@@ -189,9 +189,9 @@ void Worker::proto_reopen(Conn& c, std::uint32_t i) {
     c.q.clear();
     c.head = 0;
     close_conn(c);
-    if (draining_) {
+    if (draining_) {  // no reconnects in the drain: these were due and will not be answered
+        for (const Pending& p : keep) strand(p, true);
         outstanding_ -= keep.size();
-        abandoned_ += keep.size();
         return;
     }
     c.q = std::move(keep);

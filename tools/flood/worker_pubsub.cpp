@@ -342,7 +342,7 @@ void Worker::ps_message(std::uint32_t i, PubsubConn& ps, const char* p, std::siz
     live.msgs.fetch_add(1, std::memory_order_relaxed);
     const std::uint64_t sent_at = sh_.t0 + t;
     if (sent_at <= now_) {
-        const std::uint64_t lat = (now_ - sent_at) / 1000;
+        const std::uint64_t lat = now_ - sent_at;
         pc.lat.record(lat);
         ivl_.record(lat);
     }
