@@ -3,19 +3,14 @@
 // SIGTERM stops it gracefully and prints per-shard stats.
 #include <signal.h>
 
-#include <charconv>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <string>
 #include <string_view>
-#include <utility>
-
-#include <CLI/CLI.hpp>
 
 #include "esockets/esockets.hpp"
+#include "server_cli.hpp"
 #include "stats_print.hpp"
 
 namespace {
@@ -52,33 +47,6 @@ constexpr const char* kUsage =
     "retires one (never below 1), SIGHUP rebalances; each prints the per-shard stats after.\n"
     "Exit status: 0 after a clean stop, 2 for a bad flag, 1 if the server cannot start.\n";
 
-[[noreturn]] void usage_error(const std::string& msg) {
-  std::fprintf(stderr, "esockets-echo: %s\n(run esockets-echo --help for the flags)\n", msg.c_str());
-  std::exit(2);
-}
-
-template <class T>
-T parse_number(std::string_view flag, std::string_view v, T lo, T hi) {
-  T out{};
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc() || p != v.data() + v.size() || out < lo || out > hi) {
-    usage_error(std::string(flag) + " needs a whole number between " + std::to_string(lo) +
-                " and " + std::to_string(hi) + ", not '" + std::string(v) + "'");
-  }
-  return out;
-}
-
-std::chrono::milliseconds parse_seconds(std::string_view flag, std::string_view v) {
-  std::string text(v);
-  char* end = nullptr;
-  double secs = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !(secs >= 0) || secs > 86400.0 * 365) {
-    usage_error(std::string(flag) + " needs a number of seconds >= 0 (fractions allowed), not '" +
-                text + "'");
-  }
-  return std::chrono::milliseconds(static_cast<long long>(secs * 1000.0 + 0.5));
-}
-
 class EchoHandler : public esockets::Handler {
  public:
   explicit EchoHandler(bool framed) : framed_(framed) {}
@@ -101,27 +69,13 @@ class EchoHandler : public esockets::Handler {
 
 int main(int argc, char** argv) {
   esockets::ServerOptions o;
-  bool quiet = false;
   unsigned stats_interval = 0;
-  // Flags are parsed by CLI11 (names, values, missing values, unknown flags); each value goes
-  // through the checks above so that a bad one names the flag and what it needs. The help text
-  // stays kUsage (grouped and explained as before), exit 2 for every bad flag.
-  CLI::App app{"esockets-echo"};
-  app.set_help_flag();  // -h / --help print kUsage below
-  app.allow_windows_style_options(false);
-  bool help = false;
-  app.add_flag("-h,--help", help);
-  app.add_flag("-q,--quiet", quiet);
-  auto opt = [&](const char* name, auto apply) {
-    app.add_option_function<std::string>(name, [name, apply](const std::string& v) { apply(name, v); })
-        ->expected(1)
-        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  };
-  opt("--host", [&](const char*, const std::string& v) { o.host = v; });
-  opt("--port", [&](const char* f, const std::string& v) { o.port = parse_number<std::uint16_t>(f, v, 0, 65535); });
-  opt("--shards", [&](const char* f, const std::string& v) { o.shards = parse_number<unsigned>(f, v, 1, 255); });
-  opt("--workers", [&](const char* f, const std::string& v) { o.workers = parse_number<unsigned>(f, v, 0, 255); });
-  opt("--framing", [&](const char*, const std::string& f) {
+  // Flags are parsed by CLI11 (names, values, missing values, unknown flags); each value is
+  // checked so that a bad one names the flag and what it needs. The help text stays kUsage
+  // (grouped and explained), exit 2 for every bad flag.
+  esockets::tools::ServerCli cli("esockets-echo", kUsage);
+  cli.add_server_flags(o, {.max_shards = 255, .max_connections = true, .min_max_frame = 1});
+  cli.option("--framing", [&](const char*, const std::string& f) {
     if (f == "raw") {
       o.framing = esockets::Framing::raw;
     } else if (f == "line") {
@@ -129,70 +83,46 @@ int main(int argc, char** argv) {
     } else if (f == "length-prefixed") {
       o.framing = esockets::Framing::length_prefixed;
     } else {
-      usage_error("--framing must be raw, line or length-prefixed, not '" + f + "'");
+      cli.usage_error("--framing must be raw, line or length-prefixed, not '" + f + "'");
     }
   });
-  opt("--balance", [&](const char*, const std::string& b) {
+  cli.option("--balance", [&](const char*, const std::string& b) {
     if (b == "hash") {
       o.balance = esockets::Balance::hash;
     } else if (b == "least-loaded") {
       o.balance = esockets::Balance::least_loaded;
     } else {
-      usage_error("--balance must be hash or least-loaded, not '" + b + "'");
+      cli.usage_error("--balance must be hash or least-loaded, not '" + b + "'");
     }
   });
-  opt("--prefix-bytes",
-      [&](const char* f, const std::string& v) { o.length_prefix_bytes = parse_number<unsigned>(f, v, 1, 4); });
-  opt("--max-frame", [&](const char* f, const std::string& v) {
-    o.max_frame = parse_number<std::size_t>(f, v, 1, std::size_t{1} << 30);
-  });
-  opt("--max-connections", [&](const char* f, const std::string& v) {
-    o.max_connections = parse_number<std::size_t>(f, v, 1, std::size_t{1} << 24);
-  });
-  opt("--output-cap", [&](const char* f, const std::string& v) {
-    o.output_hard_cap = parse_number<std::size_t>(f, v, 1, (std::size_t{1} << 32) - 1);
+  cli.option("--prefix-bytes",
+      [&](const char* f, const std::string& v) { o.length_prefix_bytes = cli.number<unsigned>(f, v, 1, 4); });
+  cli.option("--output-cap", [&](const char* f, const std::string& v) {
+    o.output_hard_cap = cli.number<std::size_t>(f, v, 1, (std::size_t{1} << 32) - 1);
     if (o.output_high_watermark > o.output_hard_cap) o.output_high_watermark = o.output_hard_cap;
     if (o.output_low_watermark > o.output_high_watermark) {
       o.output_low_watermark = o.output_high_watermark / 4;
     }
   });
-  opt("--output-total-cap", [&](const char* f, const std::string& v) {
-    o.output_total_cap = parse_number<std::size_t>(f, v, 1, std::size_t{1} << 40);
+  cli.option("--output-total-cap", [&](const char* f, const std::string& v) {
+    o.output_total_cap = cli.number<std::size_t>(f, v, 1, std::size_t{1} << 40);
   });
-  opt("--idle-timeout", [&](const char* f, const std::string& v) { o.idle_timeout = parse_seconds(f, v); });
-  opt("--frame-timeout", [&](const char* f, const std::string& v) { o.frame_timeout = parse_seconds(f, v); });
-  opt("--write-timeout", [&](const char* f, const std::string& v) { o.write_timeout = parse_seconds(f, v); });
-  opt("--sndbuf",
-      [&](const char* f, const std::string& v) { o.socket_send_buffer = parse_number<int>(f, v, 0, 1 << 30); });
-  opt("--rcvbuf",
-      [&](const char* f, const std::string& v) { o.socket_receive_buffer = parse_number<int>(f, v, 0, 1 << 30); });
-  opt("--handoff-poll", [&](const char* f, const std::string& v) {
-    o.handoff_poll = std::chrono::microseconds(parse_number<unsigned>(f, v, 0, 1000000));
+  cli.option("--idle-timeout", [&](const char* f, const std::string& v) { o.idle_timeout = cli.seconds(f, v); });
+  cli.option("--frame-timeout", [&](const char* f, const std::string& v) { o.frame_timeout = cli.seconds(f, v); });
+  cli.option("--write-timeout", [&](const char* f, const std::string& v) { o.write_timeout = cli.seconds(f, v); });
+  cli.option("--sndbuf",
+      [&](const char* f, const std::string& v) { o.socket_send_buffer = cli.number<int>(f, v, 0, 1 << 30); });
+  cli.option("--rcvbuf",
+      [&](const char* f, const std::string& v) { o.socket_receive_buffer = cli.number<int>(f, v, 0, 1 << 30); });
+  cli.option("--handoff-poll", [&](const char* f, const std::string& v) {
+    o.handoff_poll = std::chrono::microseconds(cli.number<unsigned>(f, v, 0, 1000000));
   });
-  opt("--read-chunk",
-      [&](const char* f, const std::string& v) { o.read_chunk = parse_number<std::size_t>(f, v, 512, 16u << 20); });
-  opt("--backlog", [&](const char* f, const std::string& v) { o.backlog = parse_number<int>(f, v, 1, 1 << 20); });
-  opt("--stats-interval",
-      [&](const char* f, const std::string& v) { stats_interval = parse_number<unsigned>(f, v, 0, 86400); });
-  for (int i = 1; i < argc; ++i) {  // help wins over everything else, as before
-    if (std::strcmp(argv[i], "-h") == 0 || std::strcmp(argv[i], "--help") == 0) {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-  }
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ExtrasError& e) {
-    const auto extras = app.remaining();
-    usage_error("unknown flag '" + (extras.empty() ? std::string(e.what()) : extras.front()) + "'");
-  } catch (const CLI::ArgumentMismatch& e) {
-    std::string flag = e.what();
-    const auto colon = flag.find(':');
-    usage_error((colon == std::string::npos ? flag : flag.substr(0, colon)) + " needs a value");
-  } catch (const CLI::ParseError& e) {
-    usage_error(e.what());
-  }
-  (void)help;
+  cli.option("--read-chunk",
+      [&](const char* f, const std::string& v) { o.read_chunk = cli.number<std::size_t>(f, v, 512, 16u << 20); });
+  cli.option("--backlog", [&](const char* f, const std::string& v) { o.backlog = cli.number<int>(f, v, 1, 1 << 20); });
+  cli.option("--stats-interval",
+      [&](const char* f, const std::string& v) { stats_interval = cli.number<unsigned>(f, v, 0, 86400); });
+  cli.parse(argc, argv);
 
   if (o.output_total_cap < o.output_hard_cap) o.output_total_cap = o.output_hard_cap;
 
@@ -207,17 +137,15 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   EchoHandler handler(o.framing != esockets::Framing::raw);
-  try {
+  return cli.run([&] {
     esockets::Server server(handler, o);
     server.start();
-    if (!quiet) {
-      std::printf("esockets-echo listening on %s:%u (shards=%u workers=%u framing=%s)\n",
-                  o.host.c_str(), server.port(), o.shards, o.workers,
-                  o.framing == esockets::Framing::raw    ? "raw"
-                  : o.framing == esockets::Framing::line ? "line"
-                                                         : "length-prefixed");
-      std::fflush(stdout);
-    }
+    cli.print_listening(o.host, server.port(),
+                        "shards=" + std::to_string(o.shards) + " workers=" + std::to_string(o.workers) +
+                            " framing=" +
+                            (o.framing == esockets::Framing::raw    ? "raw"
+                             : o.framing == esockets::Framing::line ? "line"
+                                                                    : "length-prefixed"));
     int sig = 0;
     while (true) {
       siginfo_t info;
@@ -255,12 +183,5 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     server.stop();
     esockets::tools::print_stats(stdout, server.stats());
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "esockets-echo: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "esockets-echo: cannot start: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }

@@ -15,10 +15,7 @@
 // client saw "OK SUB" reaches it (a PUB racing the SUB may deliver before the "OK SUB" line).
 #include <signal.h>
 
-#include <atomic>
-#include <charconv>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -32,6 +29,7 @@
 
 #include "esockets/esockets.hpp"
 #include "esockets/group.hpp"
+#include "server_cli.hpp"
 
 namespace {
 
@@ -57,22 +55,6 @@ constexpr const char* kUsage =
 
 constexpr std::size_t kMaxRoomName = 200;
 constexpr std::size_t kMaxRoomsPerConnection = 1024;
-
-[[noreturn]] void usage_error(const std::string& msg) {
-  std::fprintf(stderr, "esockets-chat: %s\n(run esockets-chat --help for the flags)\n", msg.c_str());
-  std::exit(2);
-}
-
-template <class T>
-T parse_number(std::string_view flag, std::string_view v, T lo, T hi) {
-  T out{};
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc() || p != v.data() + v.size() || out < lo || out > hi) {
-    usage_error(std::string(flag) + " needs a whole number between " + std::to_string(lo) +
-                " and " + std::to_string(hi) + ", not '" + std::string(v) + "'");
-  }
-  return out;
-}
 
 bool valid_room(std::string_view room) {
   if (room.empty() || room.size() > kMaxRoomName) return false;
@@ -222,56 +204,20 @@ class ChatHandler : public esockets::Handler {
   std::unordered_map<std::string, std::shared_ptr<Room>, NameHash, std::equal_to<>> rooms_;
 };
 
-std::atomic<esockets::Server*> g_server{nullptr};
-volatile sig_atomic_t g_signal = 0;
-
-extern "C" void on_stop_signal(int sig) {
-  g_signal = sig;
-  // request_stop is async-signal-safe (one eventfd write); the atomic load is lock-free.
-  if (esockets::Server* s = g_server.load()) s->request_stop();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  static_assert(std::atomic<esockets::Server*>::is_always_lock_free);
   esockets::ServerOptions o;
   o.framing = esockets::Framing::line;
   o.max_frame = 65536;
-  bool quiet = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) usage_error(std::string(a) + " needs a value");
-      return argv[++i];
-    };
-    if (a == "-h" || a == "--help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (a == "--host") {
-      o.host = std::string(value());
-    } else if (a == "--port") {
-      o.port = parse_number<std::uint16_t>(a, value(), 0, 65535);
-    } else if (a == "--shards") {
-      o.shards = parse_number<unsigned>(a, value(), 1, 254);
-    } else if (a == "--workers") {
-      o.workers = parse_number<unsigned>(a, value(), 0, 255);
-    } else if (a == "--max-frame") {
-      o.max_frame = parse_number<std::size_t>(a, value(), 16, std::size_t{1} << 30);
-    } else if (a == "-q" || a == "--quiet") {
-      quiet = true;
-    } else {
-      usage_error("unknown flag '" + std::string(a) + "'");
-    }
-  }
+  esockets::tools::ServerCli cli("esockets-chat", kUsage);
+  cli.add_server_flags(o, {.max_connections = false, .min_max_frame = 16});
+  cli.parse(argc, argv);
+  const bool quiet = cli.quiet();
 
-  // Engine threads inherit a mask without the stop signals, so the handler runs on the main
-  // thread (which waits in server.wait()).
-  sigset_t stop_set;
-  sigemptyset(&stop_set);
-  sigaddset(&stop_set, SIGINT);
-  sigaddset(&stop_set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_set, nullptr);
+  // Engine threads inherit a mask without the stop signals, so their handler (request_stop)
+  // runs on the main thread.
+  esockets::tools::StopSignals stop;
   // The resize signals are taken by the main thread with sigtimedwait (set_shards blocks, so it
   // cannot run in a signal handler); every thread inherits them blocked.
   sigset_t resize_set;
@@ -280,24 +226,15 @@ int main(int argc, char** argv) {
   sigaddset(&resize_set, SIGUSR2);
   sigaddset(&resize_set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &resize_set, nullptr);
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
 
   ChatHandler handler;
-  try {
+  return cli.run([&] {
     esockets::Server server(handler, o);
     server.start();
-    g_server.store(&server);
-    if (!quiet) {
-      std::printf("esockets-chat listening on %s:%u (shards=%u workers=%u max-frame=%zu)\n",
-                  o.host.c_str(), server.port(), o.shards, o.workers, o.max_frame);
-      std::fflush(stdout);
-    }
-    pthread_sigmask(SIG_UNBLOCK, &stop_set, nullptr);  // a signal that came early is delivered now
+    stop.arm(server);
+    cli.print_listening(o.host, server.port(),
+                        "shards=" + std::to_string(o.shards) + " workers=" + std::to_string(o.workers) +
+                            " max-frame=" + std::to_string(o.max_frame));
     while (server.running()) {
       siginfo_t info;
       const timespec tick{0, 100 * 1000 * 1000};
@@ -319,22 +256,12 @@ int main(int argc, char** argv) {
       }
     }
     server.wait();
-    pthread_sigmask(SIG_BLOCK, &stop_set, nullptr);
-    g_server.store(nullptr);
+    stop.disarm();
     const esockets::Stats st = server.stats();
-    const int sig = g_signal;
     std::printf("esockets-chat: %s: %llu connections, %llu messages in, %llu messages out, %zu rooms left\n",
-                sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "stopped",
-                static_cast<unsigned long long>(st.total.accepts),
+                stop.name(), static_cast<unsigned long long>(st.total.accepts),
                 static_cast<unsigned long long>(st.total.messages_in),
                 static_cast<unsigned long long>(st.total.messages_out), handler.rooms());
     std::fflush(stdout);
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "esockets-chat: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "esockets-chat: cannot start: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }

@@ -1,20 +1,15 @@
 // esockets-http: an HTTP/1.1 server on the esockets engine (see http_handler.hpp for the routes).
 // SIGINT or SIGTERM stops it gracefully.
-#include <signal.h>
-
-#include <charconv>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <exception>
 #include <memory>
 #include <string>
-#include <string_view>
 
 #include "esockets/esockets.hpp"
 #include "http_decoder.hpp"
 #include "http_handler.hpp"
 #include "http_response.hpp"
+#include "server_cli.hpp"
 
 namespace {
 
@@ -38,33 +33,6 @@ constexpr const char* kUsage =
     "Routes: GET|HEAD /plaintext, /json, /stats; POST /echo; other paths 404, other methods 405.\n"
     "Exit status: 0 after a clean stop (SIGINT/SIGTERM), 2 for a bad flag, 1 if it cannot start.\n";
 
-[[noreturn]] void usage_error(const std::string& msg) {
-  std::fprintf(stderr, "esockets-http: %s\n(run esockets-http --help for the flags)\n", msg.c_str());
-  std::exit(2);
-}
-
-template <class T>
-T parse_number(std::string_view flag, std::string_view v, T lo, T hi) {
-  T out{};
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc() || p != v.data() + v.size() || out < lo || out > hi) {
-    usage_error(std::string(flag) + " needs a whole number between " + std::to_string(lo) +
-                " and " + std::to_string(hi) + ", not '" + std::string(v) + "'");
-  }
-  return out;
-}
-
-std::chrono::milliseconds parse_seconds(std::string_view flag, std::string_view v) {
-  std::string text(v);
-  char* end = nullptr;
-  double secs = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !(secs >= 0) || secs > 86400.0 * 365) {
-    usage_error(std::string(flag) + " needs a number of seconds >= 0 (fractions allowed), not '" +
-                text + "'");
-  }
-  return std::chrono::milliseconds(static_cast<long long>(secs * 1000.0 + 0.5));
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -73,51 +41,24 @@ int main(int argc, char** argv) {
   o.frame_timeout = std::chrono::seconds(10);
   o.idle_timeout = std::chrono::seconds(75);
   esockets::http::Limits limits;
-  bool quiet = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) usage_error(std::string(a) + " needs a value");
-      return argv[++i];
-    };
-    if (a == "-h" || a == "--help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (a == "--host") {
-      o.host = std::string(value());
-    } else if (a == "--port") {
-      o.port = parse_number<std::uint16_t>(a, value(), 0, 65535);
-    } else if (a == "--shards") {
-      o.shards = parse_number<unsigned>(a, value(), 1, 254);
-    } else if (a == "--workers") {
-      o.workers = parse_number<unsigned>(a, value(), 0, 255);
-    } else if (a == "--max-connections") {
-      o.max_connections = parse_number<std::size_t>(a, value(), 1, std::size_t{1} << 24);
-    } else if (a == "--max-header-bytes") {
-      limits.max_header_bytes = parse_number<std::size_t>(a, value(), 64, std::size_t{1} << 24);
-    } else if (a == "--max-headers") {
-      limits.max_headers = parse_number<std::size_t>(a, value(), 1, 100000);
-    } else if (a == "--max-body") {
-      limits.max_body = parse_number<std::size_t>(a, value(), 0, esockets::http::kMaxBodyLimit);
-    } else if (a == "--header-timeout") {
-      o.frame_timeout = parse_seconds(a, value());
-    } else if (a == "--keepalive-timeout") {
-      o.idle_timeout = parse_seconds(a, value());
-    } else if (a == "-q" || a == "--quiet") {
-      quiet = true;
-    } else {
-      usage_error("unknown flag '" + std::string(a) + "'");
-    }
-  }
+  esockets::tools::ServerCli cli("esockets-http", kUsage);
+  cli.add_server_flags(o);  // no --max-frame: the decoder's limits set it
+  cli.option("--max-header-bytes", [&](const char* f, const std::string& v) {
+    limits.max_header_bytes = cli.number<std::size_t>(f, v, 64, std::size_t{1} << 24);
+  });
+  cli.option("--max-headers", [&](const char* f, const std::string& v) {
+    limits.max_headers = cli.number<std::size_t>(f, v, 1, 100000);
+  });
+  cli.option("--max-body", [&](const char* f, const std::string& v) {
+    limits.max_body = cli.number<std::size_t>(f, v, 0, esockets::http::kMaxBodyLimit);
+  });
+  cli.option("--header-timeout", [&](const char* f, const std::string& v) { o.frame_timeout = cli.seconds(f, v); });
+  cli.option("--keepalive-timeout", [&](const char* f, const std::string& v) { o.idle_timeout = cli.seconds(f, v); });
+  cli.parse(argc, argv);
+  const bool quiet = cli.quiet();
 
-  // Engine threads inherit this mask: only the main thread takes the stop signals.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-
-  try {
+  esockets::tools::StopSignals stop;  // engine threads inherit a mask without SIGINT/SIGTERM
+  return cli.run([&] {
     auto decoder = std::make_shared<esockets::http::RequestDecoder>(limits);
     o.framing = esockets::Framing::custom;
     o.decoder = decoder;
@@ -131,33 +72,16 @@ int main(int argc, char** argv) {
     esockets::Server server(handler, o);
     server.tick_every(std::chrono::seconds(1), [] { esockets::http::refresh_date(); });
     server.start();
-    if (!quiet) {
-      std::printf("esockets-http listening on %s:%u (shards=%u workers=%u)\n", o.host.c_str(),
-                  server.port(), o.shards, o.workers);
-      std::fflush(stdout);
-    }
-    siginfo_t info;
-    int sig;
-    do {
-      sig = sigwaitinfo(&set, &info);
-    } while (sig != SIGINT && sig != SIGTERM);
-    if (!quiet) {
-      std::printf("esockets-http: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-      std::fflush(stdout);
-    }
-    server.stop();
+    cli.print_listening(o.host, server.port(),
+                        "shards=" + std::to_string(o.shards) + " workers=" + std::to_string(o.workers));
+    stop.arm(server);
+    server.wait();  // a stop signal ends it (request_stop from the handler)
+    stop.disarm();
     const esockets::ShardStats t = server.stats().total;
     if (!quiet) {
-      std::printf("esockets-http: stopped: %llu requests, %llu connections accepted\n",
-                  static_cast<unsigned long long>(t.messages_in),
+      std::printf("esockets-http: %s, stopped: %llu requests, %llu connections accepted\n",
+                  stop.name(), static_cast<unsigned long long>(t.messages_in),
                   static_cast<unsigned long long>(t.accepts));
     }
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "esockets-http: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "esockets-http: cannot start: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }

@@ -1,20 +1,17 @@
 // esockets-redis: a Redis-protocol (RESP2) server on the esockets engine.
 // Strings with TTLs, pub/sub and the server commands redis-cli and redis-benchmark use; see
 // benchmarks/protocols/README_redis.md for the design and the numbers against redis-server.
-#include <signal.h>
-
+#include <algorithm>
 #include <atomic>
-#include <charconv>
-#include <cstdio>
-#include <cstdlib>
-#include <exception>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
-#include <string_view>
 
 #include "commands.hpp"
 #include "esockets/esockets.hpp"
 #include "redis_handler.hpp"
+#include "server_cli.hpp"
 
 namespace {
 
@@ -36,23 +33,6 @@ constexpr const char* kUsage =
     "SIGINT/SIGTERM stop gracefully. Exit status: 0 after a clean stop, 2 for a bad flag, 1 if\n"
     "the server cannot start.\n";
 
-[[noreturn]] void usage_error(const std::string& msg) {
-  std::fprintf(stderr, "esockets-redis: %s\n(run esockets-redis --help for the flags)\n",
-               msg.c_str());
-  std::exit(2);
-}
-
-template <class T>
-T parse_number(std::string_view flag, std::string_view v, T lo, T hi) {
-  T out{};
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc() || p != v.data() + v.size() || out < lo || out > hi) {
-    usage_error(std::string(flag) + " needs a whole number between " + std::to_string(lo) +
-                " and " + std::to_string(hi) + ", not '" + std::string(v) + "'");
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -61,36 +41,12 @@ int main(int argc, char** argv) {
   o.port = 6379;
   o.max_frame = std::size_t{64} << 20;
   std::size_t stripes = 256;
-  bool quiet = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) usage_error(std::string(a) + " needs a value");
-      return argv[++i];
-    };
-    if (a == "-h" || a == "--help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (a == "--host") {
-      o.host = std::string(value());
-    } else if (a == "--port") {
-      o.port = parse_number<std::uint16_t>(a, value(), 0, 65535);
-    } else if (a == "--shards") {
-      o.shards = parse_number<unsigned>(a, value(), 1, 254);
-    } else if (a == "--workers") {
-      o.workers = parse_number<unsigned>(a, value(), 0, 255);
-    } else if (a == "--max-connections") {
-      o.max_connections = parse_number<std::size_t>(a, value(), 1, std::size_t{1} << 24);
-    } else if (a == "--max-frame") {
-      o.max_frame = parse_number<std::size_t>(a, value(), 1024, std::size_t{1} << 30);
-    } else if (a == "--stripes") {  // hidden: keyspace lock stripes, for the benchmark
-      stripes = parse_number<std::size_t>(a, value(), 1, 65536);
-    } else if (a == "-q" || a == "--quiet") {
-      quiet = true;
-    } else {
-      usage_error("unknown flag '" + std::string(a) + "'");
-    }
-  }
+  tools::ServerCli cli("esockets-redis", kUsage);
+  cli.add_server_flags(o, {.min_max_frame = 1024});
+  cli.option("--stripes", [&](const char* f, const std::string& v) {  // hidden: keyspace lock
+    stripes = cli.number<std::size_t>(f, v, 1, 65536);                // stripes, for the benchmark
+  });
+  cli.parse(argc, argv);
 
   redis::RespLimits limits;
   limits.max_request = o.max_frame;
@@ -100,17 +56,12 @@ int main(int argc, char** argv) {
   o.output_hard_cap = std::max<std::size_t>(o.output_hard_cap, 2 * o.max_frame + (1u << 20));
   if (o.output_total_cap < o.output_hard_cap) o.output_total_cap = o.output_hard_cap;
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // engine threads inherit it
-
+  tools::StopSignals stop;  // engine threads inherit a mask without SIGINT/SIGTERM
   redis::Keyspace keys(stripes);
   redis::PubSub pubsub;
   redis::Context ctx{keys, pubsub, limits, o.host, o.workers};
   redis::RedisHandler handler(ctx);
-  try {
+  return cli.run([&] {
     Server server(handler, o);
     // Active expiry: every handler thread ticks every 100 ms; the first to see a sweep due
     // takes it, so one sweep runs per 100 ms whatever the thread count.
@@ -124,23 +75,10 @@ int main(int argc, char** argv) {
       keys.sweep(now, per_stripe);
     });
     server.start();
-    if (!quiet) {
-      std::printf("esockets-redis listening on %s:%u (shards %u, workers %u)\n", o.host.c_str(),
-                  server.port(), o.shards, o.workers);
-      std::fflush(stdout);
-    }
-    int sig = 0;
-    while (sig != SIGINT && sig != SIGTERM) {
-      siginfo_t info;
-      sig = sigwaitinfo(&set, &info);
-    }
-    server.stop();
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "esockets-redis: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "esockets-redis: cannot start: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+    cli.print_listening(o.host, server.port(),
+                        "shards " + std::to_string(o.shards) + ", workers " + std::to_string(o.workers));
+    stop.arm(server);
+    server.wait();
+    stop.disarm();
+  });
 }
