@@ -8,8 +8,8 @@ tools/install-deps.sh
 
 secs=${1:-10}
 conns=${2:-1000}
-dir=build/release
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
+dir=${ESOCKETS_BUILD_ROOT:-build}/release   # the release preset of CMakePresets.json
+cmake --preset release -B "$dir" >/dev/null
 cmake --build "$dir" -j"$(nproc)" --target esockets-echo esockets-flood
 
 out=$(mktemp)

@@ -3,15 +3,23 @@
 # Heavy tests scale their counts down under the sanitizers (ESOCKETS_TEST_SCALE).
 # Then a short libFuzzer run of the framers (clang), replaying the corpus first.
 # Each configuration fails if ctest finds no tests or fewer than tests/expected_test_count.txt
-# expects for it (tests that silently dropped out of the build).
-# Usage: tools/test.sh [release|asan|tsan|fuzz ...]   (default: all four)
+# expects for it (tests that silently dropped out of the build). The release configuration also
+# builds the API reference (the `docs` target: Doxygen, failing on undocumented public API).
+# Each configuration is a CMake preset (CMakePresets.json) built in build/<name>;
+# ESOCKETS_BUILD_ROOT=DIR builds in DIR/<name> instead (a second checkout's builds, or yours
+# beside someone else's). Then python/test.sh, when the Python package is there.
+# Usage: tools/test.sh [release|asan|tsan|fuzz|python ...]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 
 jobs=$(nproc)
+build_root=${ESOCKETS_BUILD_ROOT:-build}
 configs=("$@")
-[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan fuzz)
+if [ ${#configs[@]} -eq 0 ]; then
+  configs=(release asan tsan fuzz)
+  [ -f python/test.sh ] && configs+=(python)
+fi
 
 # TSan needs a low-entropy mmap layout; where vm.mmap_rnd_bits is 32 run without ASLR.
 tsan_prefix=()
@@ -39,10 +47,14 @@ check_test_count() {
 }
 
 run_config() {
-  local name=$1 dir=build/$1; shift
+  local name=$1 dir=$build_root/$1
   echo "=== esockets: $name build ==="
-  cmake -S . -B "$dir" "$@" >/dev/null
+  cmake --preset "$name" -B "$dir" >/dev/null
   cmake --build "$dir" -j"$jobs"
+  if [ "$name" = release ] && [ -f "$dir/docs/Doxyfile" ]; then
+    echo "=== esockets: API reference (doxygen) ==="
+    cmake --build "$dir" --target docs
+  fi
   echo "=== esockets: $name tests ==="
   local start=$SECONDS
   local run=()
@@ -59,11 +71,9 @@ run_config() {
 }
 
 run_fuzz() {
-  local dir=build/fuzz secs=${ESOCKETS_FUZZ_SECONDS:-30}
+  local dir=$build_root/fuzz secs=${ESOCKETS_FUZZ_SECONDS:-30}
   echo "=== esockets: fuzz build (clang, libFuzzer) ==="
-  cmake -S . -B "$dir" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DESOCKETS_BUILD_FUZZERS=ON -DESOCKETS_BUILD_TESTS=OFF -DESOCKETS_BUILD_BENCHMARKS=OFF \
-    -DESOCKETS_BUILD_TOOLS=OFF >/dev/null
+  cmake --preset fuzz -B "$dir" >/dev/null
   cmake --build "$dir" -j"$jobs" --target framer_fuzz
   local scratch
   scratch=$(mktemp -d)
@@ -76,13 +86,17 @@ run_fuzz() {
 
 for c in "${configs[@]}"; do
   case $c in
-    release) run_config release -DCMAKE_BUILD_TYPE=Release -DESOCKETS_BUILD_BENCHMARKS=ON ;;
-    asan) run_config asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DESOCKETS_SANITIZE=address \
-            -DESOCKETS_TEST_SCALE=4 -DESOCKETS_BUILD_BENCHMARKS=OFF ;;
-    tsan) run_config tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DESOCKETS_SANITIZE=thread \
-            -DESOCKETS_TEST_SCALE=8 -DESOCKETS_BUILD_BENCHMARKS=OFF ;;
+    release|asan|tsan) run_config "$c" ;;  # the presets of CMakePresets.json
     fuzz) run_fuzz ;;
-    *) echo "tools/test.sh: unknown configuration '$c' (use release, asan, tsan or fuzz)" >&2; exit 2 ;;
+    python)
+      if [ ! -f python/test.sh ]; then
+        echo "tools/test.sh: no python/test.sh" >&2
+        exit 2
+      fi
+      echo "=== esockets: python ==="
+      bash python/test.sh
+      echo "=== esockets: python passed ===" ;;
+    *) echo "tools/test.sh: unknown configuration '$c' (use release, asan, tsan, fuzz or python)" >&2; exit 2 ;;
   esac
 done
 echo "esockets: all test configurations passed (${configs[*]})"

@@ -32,11 +32,14 @@ struct WorkerConn;
 struct PeerAddress {
   std::uint8_t family = 0;  ///< AF_INET or AF_INET6 (0 when unknown)
   std::uint16_t port = 0;   ///< host byte order
-  std::uint8_t addr[16] = {};
+  std::uint8_t addr[16] = {};  ///< network byte order: 4 bytes (IPv4) or 16 (IPv6)
   /// "ip:port" for IPv4, "[ip]:port" for IPv6.
   std::string to_string() const;
 };
 
+/// A client as a handler callback sees it: its id, address, sends, reading control, timers
+/// and per-connection state. Only the engine creates one; a `Connection&` is valid only inside
+/// the callback that received it, on that callback's thread.
 class Connection {
  public:
   Connection(const Connection&) = delete;
@@ -48,6 +51,7 @@ class Connection {
   int fileno() const { return fd_; }
   /// "ip:port" of the client, as in the seed; also valid in on_client_disconnect.
   std::string getip() const { return peer_.to_string(); }
+  /// The client's address and port in binary form (getip() as text).
   const PeerAddress& peer() const { return peer_; }
   /// The server this connection belongs to.
   Server& server() const;
@@ -66,6 +70,7 @@ class Connection {
 
   /// One pointer of user state, owned by the user; touched only by this connection's handlers.
   void* user_data() const { return user_; }
+  /// Sets the pointer user_data() returns; the engine never dereferences or frees it.
   void set_user_data(void* p) { user_ = p; }
 
   /// Typed per-connection state, owned by the engine: constructs a T (replacing and destroying

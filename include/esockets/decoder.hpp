@@ -23,12 +23,13 @@ namespace esockets {
 
 /// What a decoder found at the start of the buffered input.
 struct Decoded {
+  /// What the decoder found.
   enum class Status : std::uint8_t {
     complete,   ///< a message: `consumed` bytes leave the input; [offset, offset+length) is it
     need_more,  ///< the input holds only the start of a message
     malformed,  ///< the input cannot be a message: the connection closes (framing_error)
   };
-  Status status = Status::need_more;
+  Status status = Status::need_more;  ///< complete, need_more or malformed
   std::size_t consumed = 0;  ///< complete: bytes of input the message takes (at least 1)
   std::size_t offset = 0;    ///< complete: where the delivered message starts within them
   std::size_t length = 0;    ///< complete: its length (offset + length <= consumed)
@@ -47,16 +48,22 @@ struct Decoded {
   static constexpr Decoded message(std::size_t consumed, std::size_t offset, std::size_t length) {
     return {Status::complete, consumed, offset, length, 0, nullptr};
   }
+  /// The input holds only the start of a message; call again once `at_least` bytes are
+  /// buffered (0: as soon as anything more arrives).
   static constexpr Decoded need_more(std::size_t at_least = 0) {
     return {Status::need_more, 0, 0, 0, at_least, nullptr};
   }
+  /// The input cannot be a message; `reason` must have static storage (a literal).
   static constexpr Decoded malformed(const char* reason) {
     return {Status::malformed, 0, 0, 0, 0, reason};
   }
 };
 
+/// Where the messages of a connection end, for ServerOptions::framing == Framing::custom.
+/// Implement decode(); one instance serves every connection of the server (shared, const).
 class Decoder {
  public:
+  /// Destroyed when the last Server holding it (through ServerOptions::decoder) is.
   virtual ~Decoder() = default;
   /// Looks at `input`, which starts where the previous message ended (the view is valid only
   /// during the call). `progress` is per-connection scratch: 0 when a message starts, kept by
@@ -70,6 +77,7 @@ class Decoder {
 /// than `max_line` bytes is malformed ("line_too_long"). Scans each byte once.
 class LineDecoder final : public Decoder {
  public:
+  /// Messages end with `delimiter`; lines longer than `max_line` bytes are malformed.
   explicit LineDecoder(char delimiter = '\n', std::size_t max_line = 1024 * 1024)
       : delimiter_(delimiter), max_line_(max_line) {}
   Decoded decode(Bytes input, std::uint64_t& progress) const override;

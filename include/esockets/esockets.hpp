@@ -9,3 +9,4 @@
 #include "esockets/server.hpp"
 #include "esockets/stats.hpp"
 #include "esockets/types.hpp"
+#include "esockets/version.hpp"

@@ -15,6 +15,7 @@ namespace esockets {
 
 class Server;
 
+/// A set of connections that receive the same messages; one multicast per send. Thread: any.
 class Group {
  public:
   /// The server must outlive the group.
@@ -26,6 +27,7 @@ class Group {
   bool add(ConnectionId id);
   /// Removes a connection; false if it was not a member.
   bool remove(ConnectionId id);
+  /// True if `id` is a member (it may have closed since; size() and send() forget those).
   bool contains(ConnectionId id) const;
   /// Members still connected (closed ones are forgotten by this call).
   std::size_t size();

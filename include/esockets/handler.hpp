@@ -19,6 +19,8 @@ namespace esockets {
 
 class Server;
 
+/// The callbacks of a Server, to override (each default does nothing, and on_client_connect
+/// accepts). The handler must outlive the Server; see the top of this file for the threads.
 class Handler {
  public:
   virtual ~Handler() = default;

@@ -38,7 +38,7 @@ struct ServerOptions {
   int backlog = 4096;              ///< listen() backlog of each shard's listener
   std::size_t read_chunk = 64 * 1024;  ///< size of the per-shard read buffer (one read call)
 
-  Framing framing = Framing::raw;
+  Framing framing = Framing::raw;       ///< how input is cut into messages
   char line_delimiter = '\n';           ///< Framing::line only
   unsigned length_prefix_bytes = 4;     ///< Framing::length_prefixed only: 1, 2 or 4
   std::size_t max_frame = 1024 * 1024;  ///< largest line / payload accepted; checked before allocating
@@ -84,7 +84,7 @@ struct ServerOptions {
   bool tcp_nodelay = true;  ///< set TCP_NODELAY on accepted sockets
   /// SO_SNDBUF / SO_RCVBUF for accepted sockets in bytes; 0 = the kernel's autotuning.
   int socket_send_buffer = 0;
-  int socket_receive_buffer = 0;
+  int socket_receive_buffer = 0;  ///< SO_RCVBUF; see socket_send_buffer
 };
 
 }  // namespace esockets

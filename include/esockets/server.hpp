@@ -21,6 +21,8 @@ namespace detail {
 class ServerCore;
 }
 
+/// A TCP server: one SO_REUSEPORT listener and epoll reactor thread per shard, optional worker
+/// threads for the handler, and the calls that reach connections from any thread.
 class Server {
  public:
   /// Validates options; throws std::invalid_argument naming the bad field. The handler must
@@ -53,6 +55,7 @@ class Server {
 
   /// The bound port (valid after start(); equals options.port unless that was 0).
   std::uint16_t port() const;
+  /// The options the server was built with.
   const ServerOptions& options() const;
 
   /// Queues bytes for a connection. Never blocks.

@@ -16,8 +16,8 @@ struct ShardStats {
   std::uint64_t accepts = 0;             ///< connections accepted (including refused ones)
   std::uint64_t refused = 0;             ///< closed at once: over max_connections or refused
   std::uint64_t accept_errors = 0;       ///< accept() failures (EMFILE, ENFILE, ENOBUFS, ...)
-  std::uint64_t bytes_in = 0;
-  std::uint64_t bytes_out = 0;
+  std::uint64_t bytes_in = 0;            ///< bytes read from clients
+  std::uint64_t bytes_out = 0;           ///< bytes written to clients
   std::uint64_t messages_in = 0;         ///< frames delivered to on_message_recv
   std::uint64_t messages_out = 0;        ///< sends accepted into output queues
   std::uint64_t worker_queue_depth = 0;  ///< gauge: events waiting in this shard's worker queues
@@ -38,22 +38,23 @@ struct ShardStats {
   unsigned shard = 0;                    ///< the shard's index (ids of its connections carry it)
   std::array<std::uint64_t, kCloseReasonCount> closes{};  ///< indexed by CloseReason
 
+  /// closes[r]: connections that ended for reason `r`.
   std::uint64_t closes_by(CloseReason r) const { return closes[static_cast<std::size_t>(r)]; }
 };
 
 /// How uneven the shards are: max over mean of each gauge (1.0 = perfectly even).
 struct Imbalance {
-  double connections = 1.0;
-  double accepts = 1.0;
-  double events_per_sec = 1.0;
-  double busy_ratio = 1.0;
+  double connections = 1.0;     ///< of ShardStats::connections
+  double accepts = 1.0;         ///< of ShardStats::accepts
+  double events_per_sec = 1.0;  ///< of ShardStats::events_per_sec
+  double busy_ratio = 1.0;      ///< of ShardStats::busy_ratio
 };
 
 /// A snapshot of every live shard and their total.
 struct Stats {
-  std::vector<ShardStats> shards;
-  ShardStats total;
-  Imbalance imbalance;
+  std::vector<ShardStats> shards;  ///< one entry per live shard, in index order
+  ShardStats total;                ///< sums over the shards (busy_ratio: the live shards' mean)
+  Imbalance imbalance;             ///< how uneven the shards are
 };
 
 }  // namespace esockets

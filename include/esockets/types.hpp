@@ -20,6 +20,7 @@ using Bytes = std::string_view;
 class ConnectionId {
  public:
   constexpr ConnectionId() = default;
+  /// Builds an id from its parts (the engine does; users get ids from Connection::id()).
   constexpr ConnectionId(std::uint32_t shard, std::uint32_t slot, std::uint32_t generation)
       : v_((std::uint64_t{shard & 0xffu} << 56) | (std::uint64_t{slot & 0xffffffu} << 32) |
            generation) {}
@@ -29,13 +30,16 @@ class ConnectionId {
     id.v_ = v;
     return id;
   }
+  /// The id as one 64-bit number (from_value() turns it back into an id).
   constexpr std::uint64_t value() const { return v_; }
   /// The shard that accepted the connection (its birth shard). The connection may since have
   /// been handed to another shard (set_shards, rebalance); the id keeps reaching it.
   constexpr std::uint32_t shard() const { return static_cast<std::uint32_t>(v_ >> 56); }
+  /// The slot: the connection's file descriptor number.
   constexpr std::uint32_t slot() const {
     return static_cast<std::uint32_t>((v_ >> 32) & 0xffffffu);
   }
+  /// Which of the connections that held this slot the id names (odd while live).
   constexpr std::uint32_t generation() const { return static_cast<std::uint32_t>(v_); }
   /// False for a default-constructed id; such an id is Closed everywhere.
   constexpr bool valid() const { return generation() != 0; }
@@ -95,9 +99,13 @@ struct MulticastResult {
 
 }  // namespace esockets
 
+// Hashes a ConnectionId by value(), so that ids can key unordered containers. (Hidden from
+// Doxygen, which cannot place a specialisation of std::hash declared outside namespace std.)
+/// \cond ESOCKETS_STD_SPECIALISATIONS
 template <>
 struct std::hash<esockets::ConnectionId> {
   std::size_t operator()(esockets::ConnectionId id) const noexcept {
     return std::hash<std::uint64_t>{}(id.value());
   }
 };
+/// \endcond
