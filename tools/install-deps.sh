@@ -19,13 +19,15 @@ if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>
 esockets: this is not a Debian-like system (no dpkg-query / apt-get), so tools/install-deps.sh
 cannot install what esockets needs. Install with your package manager:
   to build:      a C++20 compiler (g++ >= 12 or clang >= 14), CMake >= 3.25, make,
-                 Boost >= 1.74 headers (Boost.Lockfree)
+                 Boost >= 1.74 headers (Boost.Lockfree); CLI11 and nlohmann-json (the
+                 example servers)
   to test:       GoogleTest and GoogleMock, Python 3, iproute2 (ip, ss), procps, util-linux
                  (prlimit, unshare, setarch), pkg-config, dpkg (dpkg -x, for the package test)
   sanitizers and fuzzing: clang 14 with its compiler-rt runtime (libFuzzer)
   benchmarks:    Google Benchmark, libuv
   protocol tests: redis-server and redis-tools, wrk, h2load (nghttp2), nginx, curl
   API reference: doxygen
+  Python package: Python 3 headers, venv, setuptools, wheel, pybind11, pytest
 (their Debian 12 names: ${packages[*]})
 Then run again with ESOCKETS_SKIP_DEPS=1 set, e.g. ESOCKETS_SKIP_DEPS=1 tools/test.sh
 MSG
