@@ -10,7 +10,7 @@ packages=(cmake make g++ libboost-dev libgtest-dev libgmock-dev libbenchmark-dev
           redis-server redis-tools wrk nghttp2-client nginx-light curl
           doxygen pkg-config libcli11-dev nlohmann-json3-dev
           python3-venv python3-dev python3-setuptools python3-wheel python3-pybind11 pybind11-dev
-          python3-pytest)
+          python3-pytest zlib1g-dev)
 
 [ "${ESOCKETS_SKIP_DEPS:-}" = 1 ] && exit 0
 

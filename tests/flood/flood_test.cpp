@@ -46,6 +46,13 @@ TEST_F(FloodTest, BadArgumentsExit2WithMessage) {
         {{"--port", "1", "--host", "10.1.2.3", "pingpong"}, "--allow-remote"},
         {{"--port", "1", "-c", "30000", "idle"}, "--procs"},
         {{"--port", "1", "--framing", "length-prefixed", "--prefix-bytes", "1", "--size", "300", "pingpong"}, "prefix"},
+        // Tokenizing by CLI11: missing values, --flag=value, values given to flags, stray arguments.
+        {{"pingpong", "--port"}, "option --port needs a value"},
+        {{"--port=0", "pingpong"}, "invalid value '0' for --port"},
+        {{"--port", "1", "--connections=zz", "pingpong"}, "invalid value 'zz' for -c"},
+        {{"--port", "1", "--verify=3", "pingpong"}, "--verify is a flag and takes no value"},
+        {{"--port", "1", "pingpong", "7"}, "unexpected argument '7'"},
+        {{"--port", "1", "-x", "pingpong"}, "unknown option '-x'"},
     };
     for (auto& c : cases) {
         ToolRun r = flood(c.args, 10, false);
@@ -61,6 +68,17 @@ TEST_F(FloodTest, HelpDocumentsFlagsAndExitCodes) {
                           "--verify", "--json", "--json-stream", "--allow-remote", "--requests", "--poisson", "Exit codes",
                           "slowloris", "halfclose", "churn K", "pipeline D", "rate R"})
         EXPECT_NE(r.out.find(s), std::string::npos) << s;
+    // Every flag the parser accepts is documented, and --help wins over other (even bad) arguments.
+    for (const char* s : {"--connections", "--connect-rate", "--ramp", "--connect-timeout", "--sources", "--source-ips",
+                          "--warmup", "--drain", "--payload", "--prefix-bytes", "--response-timeout", "--keepalive",
+                          "--slow-delay", "--slow-read-bytes", "--max-errors", "--quiet", "--max-unanswered",
+                          "--max-p50", "--max-p99", "--max-p999", "--max-latency", "--hgrm", "--csv", "--hdr-log",
+                          "--stages", "--unix", "--payload-file", "--payload-template",
+                          "--host-header", "--publishers", "--window", "--flag=V"})
+        EXPECT_NE(r.out.find(s), std::string::npos) << s;
+    ToolRun h = flood({"--port", "nope", "-h"}, 10, false);
+    EXPECT_EQ(h.code, 0);
+    EXPECT_NE(h.out.find("Exit codes"), std::string::npos);
 }
 
 TEST_F(FloodTest, PingpongVerifyNoErrorsAndJsonFields) {

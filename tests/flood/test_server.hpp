@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <string>
 #include <thread>
@@ -48,11 +50,48 @@ inline int make_listener(std::uint16_t port = 0, int backlog = 4096) {
     return fd;
 }
 
-inline std::uint16_t port_of(int fd) {
-    sockaddr_in a{};
+// A listener on [::1]:<port> (IPv6 only), or -1 when IPv6 loopback is unavailable.
+inline int make_listener6(std::uint16_t port = 0, int backlog = 4096) {
+    int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    sockaddr_in6 a{};
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(port);
+    a.sin6_addr = in6addr_loopback;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, backlog) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+// A listener on the unix stream socket `path` (replaced if it exists), or -1.
+inline int make_unix_listener(const std::string& path, int backlog = 4096) {
+    sockaddr_un a{};
+    if (path.size() >= sizeof a.sun_path) return -1;
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, path.data(), path.size());
+    ::unlink(path.c_str());
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, backlog) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+inline std::uint16_t port_of(int fd) {  // IPv4 or IPv6 (0 for a unix socket)
+    sockaddr_storage a{};
     socklen_t len = sizeof a;
     getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    return ntohs(a.sin_port);
+    if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&a)->sin6_port);
+    if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port);
+    return 0;
 }
 
 // Runs the echo loop on listen_fd until stop becomes true.
@@ -178,11 +217,12 @@ inline void serve(int listen_fd, const ServerConfig& cfg, const std::atomic<bool
     ::close(ep);
 }
 
-// Echo server on 127.0.0.1:<ephemeral> in a background thread.
+// Echo server on 127.0.0.1:<ephemeral> (or on a given listener) in a background thread.
 class TestServer {
 public:
-    explicit TestServer(ServerConfig cfg = {}) : cfg_(cfg) {
-        lfd_ = make_listener();
+    explicit TestServer(ServerConfig cfg = {}) : TestServer(make_listener(), cfg) {}
+    // On a listener of make_listener6() / make_unix_listener() (which must not be -1).
+    TestServer(int listen_fd, ServerConfig cfg) : cfg_(cfg), lfd_(listen_fd) {
         port_ = port_of(lfd_);
         th_ = std::thread([this] { serve(lfd_, cfg_, stop_); });
     }

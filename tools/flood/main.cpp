@@ -36,6 +36,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "esockets-flood: cannot write --csv file '%s'\n", o.csv_path.c_str());
         return kExitBadArgs;
     }
+    if (!progress.hdr_ok()) {
+        std::fprintf(stderr, "esockets-flood: cannot write --hdr-log file '%s'\n", o.hdr_log_path.c_str());
+        return kExitBadArgs;
+    }
     if (!o.json_path.empty()) {  // fail early rather than after the run
         FILE* f = std::fopen(o.json_path.c_str(), "w");
         if (!f) {

@@ -1,5 +1,7 @@
 #include "options.hpp"
 
+#include "hdr_log.hpp"
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/resource.h>
@@ -62,7 +64,10 @@ std::uint32_t Options::max_size() const {
 void print_help(const char* argv0) {
     std::printf(
         "Usage: %s [options] MODE [ARG]\n"
-        "Client flood / load generator speaking plain TCP to any server.\n\n"
+        "Client flood / load generator speaking plain TCP (IPv4, IPv6) or unix stream sockets to any server.\n"
+        "Flags take their value as --flag V or --flag=V (-c N or -cN); flags may come before or after\n"
+        "MODE; of a repeated flag the last wins (--source-ips lists add up). A bad flag or value\n"
+        "exits 2 with a message saying what to change. A value that starts with '-' needs --flag=V.\n\n"
         "Modes:\n"
         "  idle            hold connections open (see --keepalive)\n"
         "  pingpong        one request in flight per connection\n"
@@ -70,6 +75,7 @@ void print_help(const char* argv0) {
         "                  its send to its reply\n"
         "  rate R          open loop: R msgs/s in total, spread evenly over connections;\n"
         "                  latency measured from each request's intended send time\n"
+        "  rate [R] --stages D:R,...  open loop with a rate ramp (see --stages)\n"
         "  firehose        one-way writes as fast as possible, replies read and discarded\n"
         "  storm           open -c connections as fast as possible; time-to-N, connect latency\n"
         "  churn K         connect, K requests, close, repeat\n"
@@ -83,10 +89,15 @@ void print_help(const char* argv0) {
         "                  lines; every subscriber checks it gets every message of every publisher of\n"
         "                  its rooms (MSG <room> ...) exactly once and in that publisher's order\n\n"
         "Target and connections:\n"
-        "  --host H                 target IPv4 address or name (default 127.0.0.1)\n"
-        "  --port P                 target port (required)\n"
-        "  --allow-remote           allow non-loopback targets (refused otherwise)\n"
-        "  -c N|max                 connections (default 1); max = fd budget (RLIMIT_NOFILE-64) x procs\n"
+        "  --host H                 target IPv4 or IPv6 address or name (default 127.0.0.1); also\n"
+        "                           [V6] or [V6]:PORT (e.g. [::1]:7000), or unix:PATH (= --unix PATH)\n"
+        "  --port P                 target port (required for IPv4 / IPv6 unless in --host [V6]:PORT)\n"
+        "  --unix PATH              target a unix stream socket instead (every mode but reset; no --port,\n"
+        "                           --sources or --source-ips)\n"
+        "  --allow-remote           allow non-loopback targets (refused otherwise; loopback = 127.0.0.0/8,\n"
+        "                           ::1 and unix sockets)\n"
+        "  -c N|max, --connections N|max\n"
+        "                           connections (default 1); max = fd budget (RLIMIT_NOFILE-64) x procs\n"
         "  --procs P                fork P processes, each with its own fd budget (default 1)\n"
         "  --threads T              event-loop threads per process (default: number of cores)\n"
         "  --connect-rate R         limit new connections to R per second (all processes)\n"
@@ -94,8 +105,8 @@ void print_help(const char* argv0) {
         "                           (connection setup has priority over traffic in every event loop)\n"
         "  --connect-timeout MS     connect timeout (default 3000)\n"
         "  --sources N              spread over source addresses 127.0.0.1..N (default: automatic,\n"
-        "                           one per 10000 connections to a loopback target)\n"
-        "  --source-ips A,B,...     explicit source addresses\n\n"
+        "                           one per 10000 connections to a 127.x target; IPv4 targets only)\n"
+        "  --source-ips A,B,...     explicit IPv4 source addresses\n\n"
         "Duration and phases:\n"
         "  --duration SEC           total sending time incl. ramp and warmup (default 10)\n"
         "  --warmup SEC             time after ramp excluded from the headline numbers\n"
@@ -104,7 +115,13 @@ void print_help(const char* argv0) {
         "Messages:\n"
         "  --size S | MIN-MAX | S:W,S:W,...   request size: fixed, uniform range, or weighted list\n"
         "                           (default 64)\n"
-        "  --payload text|hex:HEX|file:PATH   request bytes (repeated to the size; default text)\n"
+        "  --payload text|hex:HEX|file:PATH   request bytes (repeated to the size; default text)\n"        "  --payload-file FILE      every request is the whole file (size = file size; max 16 MiB)\n"
+        "  --payload-template T     per-request bytes: {seq} = the request's number on its connection\n"
+        "                           (from 0, counting on across re-connects), {conn} = the connection's\n"
+        "                           global index, {{ = '{'; escapes \\r \\n \\t \\\\ \\xHH. Size = the expanded\n"
+        "                           length. With --payload-file: not with --verify (it stamps its own\n"
+        "                           bytes), --size, --payload, --protocol resp/http, idle, storm, pubsub,\n"
+        "                           nor a '\\n' with --framing line\n"
         "  --framing echo|line|length-prefixed  how reply ends are found (default echo):\n"
         "                           echo = same length as request; line = '\\n'-terminated (request\n"
         "                           is payload+'\\n'); length-prefixed = big-endian length header\n"
@@ -116,6 +133,13 @@ void print_help(const char* argv0) {
         "  --response-timeout MS    count response_timeout for requests hanging longer (default 5000)\n"
         "  --keepalive SEC          idle mode: send one byte every SEC seconds per connection\n"
         "  --poisson                rate mode: Poisson arrivals instead of uniform spacing\n"
+        "  --stages D:R,D:R,...     rate mode: a rate schedule, e.g. 5s:1000,10s:5000,5s:0 (D in s, ms or\n"
+        "                           m). Each stage ramps linearly over D from the previous stage's rate\n"
+        "                           to R msgs/s (equal rates hold it; the first stage starts from the\n"
+        "                           mode's R, which is optional with --stages, default 0). The run lasts\n"
+        "                           the sum of D unless --duration is given (the last R then holds, or\n"
+        "                           the stages are cut short). Reported per stage: target, sent,\n"
+        "                           answered, achieved msgs/s and latency\n"
         "  --slow-delay MS          slowloris byte interval / slowread read interval (default 100)\n"
         "  --slow-read-bytes N      slowread: bytes read per interval, 0 = never read (default 16)\n\n",
         argv0);
@@ -139,7 +163,7 @@ void print_help(const char* argv0) {
         "  --json-stream FILE       write per-second progress as JSON lines\n"
         "  --max-errors N           exit 3 when more than N errors were counted (default: no limit)\n"
         "  --quiet                  no per-second progress on stderr\n"
-        "  --help                   this text\n\n");
+        "  -h, --help               this text (wins over every other argument)\n\n");
     print_report_help();
     std::printf(
         "Exit codes:\n"
@@ -151,301 +175,35 @@ void print_help(const char* argv0) {
         "  --max-unanswered; 8 a latency threshold exceeded. When several apply: 4, 3, 6, 7, 8, 5.\n");
 }
 
-namespace {
-
-bool parse_u64(const std::string& s, std::uint64_t& v) {
-    if (s.empty() || s[0] == '-') return false;
-    char* end = nullptr;
-    errno = 0;
-    unsigned long long x = std::strtoull(s.c_str(), &end, 10);
-    if (errno || *end) return false;
-    v = x;
-    return true;
-}
-
-bool parse_double(const std::string& s, double& v) {
-    if (s.empty()) return false;
-    char* end = nullptr;
-    errno = 0;
-    double x = std::strtod(s.c_str(), &end);
-    if (errno || *end || !(x >= 0) || x > 1e12) return false;
-    v = x;
-    return true;
-}
-
-bool parse_sizes(const std::string& s, Options& o) {
-    o.size_list.clear();
-    if (s.find(':') != std::string::npos || s.find(',') != std::string::npos) {
-        std::stringstream ss(s);
-        std::string item;
-        while (std::getline(ss, item, ',')) {
-            auto colon = item.find(':');
-            std::uint64_t sz = 0, w = 1;
-            if (!parse_u64(item.substr(0, colon), sz)) return false;
-            if (colon != std::string::npos && !parse_u64(item.substr(colon + 1), w)) return false;
-            if (sz == 0 || sz > (1u << 24) || w == 0 || w > 1000000) return false;
-            o.size_list.push_back({static_cast<std::uint32_t>(sz), static_cast<std::uint32_t>(w)});
-        }
-        return !o.size_list.empty();
-    }
-    auto dash = s.find('-');
-    std::uint64_t a = 0, b = 0;
-    if (dash == std::string::npos) {
-        if (!parse_u64(s, a)) return false;
-        b = a;
-    } else if (!parse_u64(s.substr(0, dash), a) || !parse_u64(s.substr(dash + 1), b)) {
-        return false;
-    }
-    if (a == 0 || b < a || b > (1u << 24)) return false;
-    o.size_min = static_cast<std::uint32_t>(a);
-    o.size_max = static_cast<std::uint32_t>(b);
-    return true;
-}
-
-bool parse_mode(const std::string& s, Mode& m) {
-    static const std::pair<const char*, Mode> names[] = {
-        {"idle", Mode::Idle}, {"pingpong", Mode::Pingpong}, {"pipeline", Mode::Pipeline},
-        {"rate", Mode::Rate}, {"firehose", Mode::Firehose}, {"storm", Mode::Storm},
-        {"churn", Mode::Churn}, {"slowloris", Mode::Slowloris}, {"slowread", Mode::Slowread},
-        {"halfclose", Mode::Halfclose}, {"reset", Mode::Reset}, {"pubsub", Mode::Pubsub}};
-    for (auto& [n, mm] : names)
-        if (s == n) {
-            m = mm;
-            return true;
-        }
-    return false;
-}
-
-}  // namespace
-
-bool parse_options(int argc, char** argv, Options& o, std::string& err, bool& want_help) {
-    want_help = false;
-    std::vector<std::string> pos;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        std::string val;
-        bool has_inline = false;
-        if (a.rfind("--", 0) == 0) {
-            auto eq = a.find('=');
-            if (eq != std::string::npos) {
-                val = a.substr(eq + 1);
-                a = a.substr(0, eq);
-                has_inline = true;
-            }
-        }
-        auto need = [&](std::string& out) {
-            if (has_inline) {
-                out = val;
-                return true;
-            }
-            if (i + 1 >= argc) {
-                err = "option " + a + " needs a value";
-                return false;
-            }
-            out = argv[++i];
-            return true;
-        };
-        auto bad = [&](const std::string& what) {
-            err = "invalid value '" + val + "' for " + a + ": " + what;
-            return false;
-        };
-        std::uint64_t u = 0;
-        double d = 0;
-        if (a == "--help" || a == "-h") {
-            want_help = true;
-            return true;
-        } else if (a == "--verify") {
-            o.verify = true;
-        } else if (a == "--poisson") {
-            o.poisson = true;
-        } else if (a == "--allow-remote") {
-            o.allow_remote = true;
-        } else if (a == "--quiet") {
-            o.quiet = true;
-        } else if (a == "--host") {
-            if (!need(val)) return false;
-            o.host = val;
-        } else if (a == "--port") {
-            if (!need(val)) return false;
-            if (!parse_u64(val, u) || u == 0 || u > 65535) return bad("expected a port 1..65535");
-            o.port = static_cast<std::uint16_t>(u);
-            o.port_set = true;
-        } else if (a == "-c" || a == "--connections") {
-            if (!need(val)) return false;
-            if (val == "max") {
-                o.conns_max = true;
-            } else if (!parse_u64(val, u) || u == 0 || u > 10'000'000) {
-                return bad("expected a count >= 1 or 'max'");
-            } else {
-                o.conns = u;
-            }
-        } else if (a == "--procs") {
-            if (!need(val)) return false;
-            if (!parse_u64(val, u) || u < 1 || u > 64) return bad("expected 1..64");
-            o.procs = static_cast<int>(u);
-        } else if (a == "--threads") {
-            if (!need(val)) return false;
-            if (!parse_u64(val, u) || u < 1 || u > 256) return bad("expected 1..256");
-            o.threads = static_cast<int>(u);
-        } else if (a == "--duration" || a == "--ramp" || a == "--warmup" || a == "--connect-rate" ||
-                   a == "--keepalive" || a == "--slow-delay" || a == "--drain") {
-            if (!need(val)) return false;
-            if (!parse_double(val, d)) return bad("expected a non-negative number");
-            if (a == "--duration") {
-                if (d <= 0 || d > 86400) return bad("expected 0 < SEC <= 86400");
-                o.duration = d;
-            } else if (a == "--ramp") o.ramp = d;
-            else if (a == "--warmup") o.warmup = d;
-            else if (a == "--connect-rate") o.connect_rate = d;
-            else if (a == "--keepalive") o.keepalive = d;
-            else if (a == "--slow-delay") o.slow_delay_ms = d;
-            else o.drain = d;
-        } else if (a == "--size") {
-            if (!need(val)) return false;
-            if (!parse_sizes(val, o)) return bad("expected S, MIN-MAX or S:W,S:W,... with 1 <= S <= 16777216");
-            o.size_set = true;
-        } else if (a == "--payload") {
-            if (!need(val)) return false;
-            o.payload = val;
-        } else if (a == "--framing") {
-            if (!need(val)) return false;
-            if (val == "echo") o.framing = Framing::Echo;
-            else if (val == "line") o.framing = Framing::Line;
-            else if (val == "length-prefixed" || val == "length") o.framing = Framing::LengthPrefixed;
-            else return bad("expected echo, line or length-prefixed");
-            o.framing_set = true;
-        } else if (a == "--prefix-bytes") {
-            if (!need(val)) return false;
-            if (!parse_u64(val, u) || (u != 1 && u != 2 && u != 4)) return bad("expected 1, 2 or 4");
-            o.prefix_bytes = static_cast<int>(u);
-            o.framing_set = true;
-        } else if (a == "--json") {
-            if (!need(val)) return false;
-            o.json_path = val;
-        } else if (a == "--json-stream") {
-            if (!need(val)) return false;
-            o.json_stream_path = val;
-        } else if (a == "--sources") {
-            if (!need(val)) return false;
-            if (!parse_u64(val, u) || u < 1 || u > 250) return bad("expected 1..250");
-            o.sources = static_cast<int>(u);
-        } else if (a == "--source-ips") {
-            if (!need(val)) return false;
-            std::stringstream ss(val);
-            std::string ip;
-            in_addr tmp{};
-            while (std::getline(ss, ip, ','))
-                if (inet_pton(AF_INET, ip.c_str(), &tmp) != 1) return bad("expected IPv4 addresses A,B,...");
-                else o.source_ips.push_back(ip);
-            if (o.source_ips.empty()) return bad("expected IPv4 addresses A,B,...");
-        } else if (a == "--response-timeout" || a == "--connect-timeout" || a == "--requests" ||
-                   a == "--max-errors" || a == "--slow-read-bytes") {
-            if (!need(val)) return false;
-            if (!parse_u64(val, u)) return bad("expected a non-negative integer");
-            if (a == "--response-timeout") o.response_timeout_ms = u ? u : 1;
-            else if (a == "--connect-timeout") o.connect_timeout_ms = u ? u : 1;
-            else if (a == "--requests") o.requests = u;
-            else if (a == "--max-errors") o.max_errors = static_cast<std::int64_t>(u);
-            else o.slow_read_bytes = static_cast<std::uint32_t>(u);
-        } else if (a == "--publishers" || a == "--rooms" || a == "--subscriptions" || a == "--messages" ||
-                   a == "--window") {
-            if (!need(val)) return false;
-            if (!parse_u64(val, u)) return bad("expected a non-negative integer");
-            if (o.pubsub_flag.empty()) o.pubsub_flag = a;
-            if (a == "--publishers") {
-                if (u < 1 || u > 100000) return bad("expected 1..100000 publisher connections");
-                o.publishers = u;
-            } else if (a == "--rooms") {
-                if (u < 1 || u > 100000) return bad("expected 1..100000 rooms");
-                o.rooms = u;
-            } else if (a == "--subscriptions") {
-                if (u < 1 || u > 1024) return bad("expected 1..1024 rooms per subscriber");
-                o.subscriptions = u;
-            } else if (a == "--window") {
-                if (u < 1 || u > 1'000'000) return bad("expected 1..1000000 messages");
-                o.window = u;
-            } else {
-                o.messages = u;
-            }
-        } else if (is_protocol_flag(a)) {
-            if (!need(val) || !set_protocol_flag(a, val, o, err)) return false;
-        } else if (is_report_flag(a)) {
-            if (!need(val) || !set_report_flag(a, val, o, err)) return false;
-        } else if (a.size() > 1 && a[0] == '-' && !(a.size() > 1 && a[1] >= '0' && a[1] <= '9')) {
-            err = "unknown option '" + a + "' (see --help)";
-            return false;
-        } else {
-            pos.push_back(a);
-        }
-    }
-    if (pos.empty()) {
-        err = "missing MODE (idle, pingpong, pipeline D, rate R, firehose, storm, churn K, slowloris, "
-              "slowread, halfclose, reset, pubsub)";
-        return false;
-    }
-    if (!parse_mode(pos[0], o.mode)) {
-        err = "unknown mode '" + pos[0] + "' (see --help)";
-        return false;
-    }
-    bool needs_arg = o.mode == Mode::Pipeline || o.mode == Mode::Rate || o.mode == Mode::Churn;
-    if (needs_arg && pos.size() < 2) {
-        err = std::string("mode ") + mode_name(o.mode) + " needs an argument (" +
-              (o.mode == Mode::Rate ? "R msgs/s" : o.mode == Mode::Pipeline ? "depth D" : "K requests") + ")";
-        return false;
-    }
-    if (pos.size() > (needs_arg ? 2u : 1u)) {
-        err = "unexpected argument '" + pos.back() + "'";
-        return false;
-    }
-    if (o.mode == Mode::Pipeline || o.mode == Mode::Churn) {
-        std::uint64_t u = 0;
-        if (!parse_u64(pos[1], u) || u < 1 || u > 1'000'000) {
-            err = "invalid " + pos[0] + " argument '" + pos[1] + "': expected an integer 1..1000000";
-            return false;
-        }
-        (o.mode == Mode::Pipeline ? o.depth : o.churn_k) = u;
-    } else if (o.mode == Mode::Rate) {
-        double d = 0;
-        if (!parse_double(pos[1], d) || d <= 0 || d > 1e9) {
-            err = "invalid rate '" + pos[1] + "': expected msgs/s > 0";
-            return false;
-        }
-        o.rate = d;
-    }
-    return true;
-}
-
 bool finalize_options(Options& o, std::string& err) {
-    if (!o.port_set) {
-        err = "missing --port P (the target port)";
-        return false;
-    }
-    if (!finalize_protocol(o, err)) return false;
-    // Resolve the target and enforce loopback-only unless --allow-remote.
-    in_addr addr{};
-    if (inet_pton(AF_INET, o.host.c_str(), &addr) != 1) {
-        addrinfo hints{};
-        hints.ai_family = AF_INET;
-        hints.ai_socktype = SOCK_STREAM;
-        addrinfo* res = nullptr;
-        if (getaddrinfo(o.host.c_str(), nullptr, &hints, &res) != 0 || !res) {
-            err = "cannot resolve --host '" + o.host + "' to an IPv4 address";
-            return false;
-        }
-        addr = reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr;
-        freeaddrinfo(res);
-        char buf[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &addr, buf, sizeof buf);
-        o.host = buf;
-    }
-    const bool loopback = (ntohl(addr.s_addr) >> 24) == 127;
-    if (!loopback && !o.allow_remote) {
-        err = "target " + o.host + " is not a loopback address (127.0.0.0/8); pass --allow-remote to flood it";
-        return false;
-    }
+    // The target first: an http Host header defaults to it (a unix socket: localhost).
+    if (!o.unix_path.empty() && o.host_header.empty() && o.protocol == Protocol::Http) o.host_header = "localhost";
+    if (!resolve_target(o, err) || !finalize_protocol(o, err)) return false;
     if (o.threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         o.threads = n > 0 ? static_cast<int>(n) : 1;
+    }
+    if (!o.hdr_log_path.empty() && o.procs > 1) {
+        err = "--hdr-log writes one process's intervals: drop --procs (or --hdr-log)";
+        return false;
+    }
+    if (!o.hdr_log_path.empty() && !hdr_log_available()) {
+        err = "--hdr-log needs zlib, and this esockets-flood was built without it (Debian: zlib1g-dev)";
+        return false;
+    }
+    if (!o.stages.empty()) {
+        if (o.mode != Mode::Rate) {
+            err = "--stages only applies to the rate mode (rate [R] --stages D:R,...): drop --stages or use rate";
+            return false;
+        }
+        if (!o.duration_set) {  // the run lasts as long as the stages
+            o.duration = 0;
+            for (const Stage& s : o.stages) o.duration += s.secs;
+            if (o.duration > 86400) {
+                err = "--stages last longer than 86400 s: shorten them";
+                return false;
+            }
+        }
     }
     if (o.ramp + o.warmup >= o.duration) {
         err = "--ramp + --warmup must be shorter than --duration";
@@ -519,6 +277,10 @@ bool finalize_options(Options& o, std::string& err) {
             return false;
         }
     }
+    o.total_conns = o.conns + extra;
+    bool payload_done = false;
+    if (!finalize_payload_source(o, payload_done, err)) return false;
+    if (payload_done) return true;
     // Payload pattern, at least max_size bytes.
     std::vector<unsigned char> unit;
     if (o.payload == "text") {
@@ -572,7 +334,6 @@ bool finalize_options(Options& o, std::string& err) {
     o.payload_bytes.clear();
     o.payload_bytes.reserve(ms + unit.size());
     while (o.payload_bytes.size() < ms) o.payload_bytes.insert(o.payload_bytes.end(), unit.begin(), unit.end());
-    o.total_conns = o.conns + extra;
     return true;
 }
 

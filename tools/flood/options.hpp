@@ -1,9 +1,14 @@
 // esockets-flood: command-line options.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "payload_template.hpp"
+#include "stages.hpp"
 
 namespace flood {
 
@@ -44,6 +49,9 @@ struct SizeChoice {
 
 struct Options {
     std::string host = "127.0.0.1";
+    std::string unix_path;       // --unix PATH / --host unix:PATH
+    sockaddr_storage target{};   // resolved by finalize_options (AF_INET, AF_INET6 or AF_UNIX)
+    socklen_t target_len = 0;
     std::uint16_t port = 0;
     bool port_set = false;
     std::uint64_t conns = 1;
@@ -60,7 +68,10 @@ struct Options {
     std::uint32_t size_min = 64, size_max = 64;
     std::vector<SizeChoice> size_list;
     std::string payload = "text";
-    std::vector<unsigned char> payload_bytes;  // resolved pattern (>= max size)
+    std::vector<unsigned char> payload_bytes;  // resolved pattern (>= max size); --payload-file: the file
+    std::string payload_file;                  // --payload-file: each request is the file (size = file size)
+    std::string payload_template_text;         // --payload-template as given
+    PayloadTemplate tpl;                       // parsed: per request, {seq} and {conn} filled in
     Framing framing = Framing::Echo;
     int prefix_bytes = 4;
     bool verify = false;
@@ -80,6 +91,7 @@ struct Options {
     std::uint64_t max_p50_ns = 0, max_p99_ns = 0, max_p999_ns = 0, max_latency_ns = 0;
     std::string hgrm_path;  // --hgrm: HdrHistogram percentile distribution (.hgrm)
     std::string csv_path;   // --csv: one row per second
+    std::string hdr_log_path;  // --hdr-log: HdrHistogram interval log, one histogram per second
     bool allow_remote = false;
     std::uint64_t requests = 0;  // 0 = unbounded (duration bound)
     double slow_delay_ms = 100.0;  // slowloris byte interval / slowread read interval
@@ -89,7 +101,10 @@ struct Options {
 
     Mode mode = Mode::Pingpong;
     std::uint64_t depth = 1;   // pipeline D
-    double rate = 0.0;         // rate R (msgs/s)
+    double rate = 0.0;         // rate R (msgs/s); with --stages the rate the first stage starts from
+    std::vector<Stage> stages; // --stages: rate mode, piecewise-linear rate schedule
+    std::string stages_text;
+    bool duration_set = false; // --duration given (else, with --stages, the sum of the stages)
     std::uint64_t churn_k = 1; // churn K
     // pubsub: -c subscribers plus --publishers publisher connections.
     std::uint64_t publishers = 1;
@@ -109,6 +124,7 @@ struct Options {
     std::string host_header;                      // empty: "<--host>:<--port>"
     std::string resp_flag, http_flag;             // first resp-only / http-only flag given
     bool size_set = false, framing_set = false;   // given explicitly
+    bool payload_set = false;
     bool ratio_given = false, command_given = false;
 
     // Derived, set by the process driver (per-process share).
@@ -124,6 +140,16 @@ bool parse_options(int argc, char** argv, Options& o, std::string& err, bool& wa
 void print_help(const char* argv0);
 // Resolves payload pattern, -c max, defaults. Returns false with err on bad args.
 bool finalize_options(Options& o, std::string& err);
+
+// The target (options_target.cpp): --host H | [V6] | [V6]:PORT | unix:PATH, then resolve and check it.
+bool set_host_flag(const std::string& val, Options& o, std::string& err);
+bool resolve_target(Options& o, std::string& err);
+std::string target_label(const Options& o);  // 127.0.0.1:7000, [::1]:7000, unix:/path
+const char* target_family(const Options& o);  // ipv4, ipv6, unix
+
+// --payload-file / --payload-template (options_payload.cpp): checks, reads the file. Returns true with
+// done = true when the request bytes are set (no --payload pattern to build).
+bool finalize_payload_source(Options& o, bool& done, std::string& err);
 
 // --protocol and its flags (options_protocol.cpp).
 bool is_protocol_flag(const std::string& flag);

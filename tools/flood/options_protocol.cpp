@@ -151,7 +151,7 @@ bool finalize_protocol(Options& o, std::string& err) {
         }
     }
     if (o.protocol == Protocol::Http && o.host_header.empty())
-        o.host_header = o.host + ":" + std::to_string(o.port);
+        o.host_header = target_label(o);  // 127.0.0.1:P, [::1]:P (a unix socket: set to localhost before)
     return true;
 }
 

@@ -26,7 +26,7 @@ bool parse_duration_ns(const std::string& s, std::uint64_t& ns) {
 
 bool is_report_flag(const std::string& f) {
     return f == "--max-unanswered" || f == "--max-p50" || f == "--max-p99" || f == "--max-p999" ||
-           f == "--max-latency" || f == "--hgrm" || f == "--csv";
+           f == "--max-latency" || f == "--hgrm" || f == "--csv" || f == "--hdr-log";
 }
 
 bool set_report_flag(const std::string& f, const std::string& val, Options& o, std::string& err) {
@@ -55,6 +55,10 @@ bool set_report_flag(const std::string& f, const std::string& val, Options& o, s
         o.hgrm_path = val;
         return true;
     }
+    if (f == "--hdr-log") {
+        o.hdr_log_path = val;
+        return true;
+    }
     if (f == "--csv") {
         o.csv_path = val;
         return true;
@@ -81,7 +85,11 @@ void print_report_help() {
         "                           (columns Value Percentile TotalCount 1/(1-Percentile), ms), which\n"
         "                           HdrHistogram plotters read\n"
         "  --csv FILE               one row per second: time, msgs/s, sent/s, errors, p50/p99 of the\n"
-        "                           replies in that second, requests waiting, connections open\n\n");
+        "                           replies in that second, requests waiting, connections open\n"
+        "  --hdr-log FILE           HdrHistogram interval log (format 1.3): per second, the latencies of\n"
+        "                           the replies in that second as a base64 compressed V2 histogram (values\n"
+        "                           in ns, 3 significant digits; Interval_Max in ms), for HdrHistogram's\n"
+        "                           log readers and plotters. One process only (no --procs)\n\n");
 }
 
 }  // namespace flood

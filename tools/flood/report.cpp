@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "json_writer.hpp"
+#include "report_stages.hpp"
 #include "report_util.hpp"
 
 namespace flood {
@@ -36,6 +37,7 @@ Progress::Progress(const Options& o) : o_(o), tty_(isatty(2) != 0) {
             std::fprintf(csv_, "t_s,msgs_per_sec,sent_per_sec,errors,errors_total,p50_ms,p99_ms,waiting,"
                                "connections_open,target_rate\n");
     }
+    if (!o.hdr_log_path.empty()) hdr_.open(o.hdr_log_path);
 }
 
 Progress::~Progress() {
@@ -54,7 +56,7 @@ void Progress::operator()(const Snapshot& s) {
                       "[%5.1fs] conns %llu/%llu  msgs/s %.0f%s  sent/s %.0f  errors +%llu (total %llu)  p50 %.3fms "
                       "p99 %.3fms  waiting %llu",
                       s.t, static_cast<unsigned long long>(s.open), static_cast<unsigned long long>(s.requested), rate,
-                      o_.mode == Mode::Rate ? (" (target " + std::to_string(static_cast<long long>(o_.rate)) + ")").c_str()
+                      o_.mode == Mode::Rate ? (" (target " + std::to_string(static_cast<long long>(target_at(s.t))) + ")").c_str()
                                             : "",
                       sent_rate, static_cast<unsigned long long>(errs), static_cast<unsigned long long>(s.errs),
                       static_cast<double>(s.p50) / 1e6, static_cast<double>(s.p99) / 1e6,
@@ -67,7 +69,7 @@ void Progress::operator()(const Snapshot& s) {
     if (stream_) {
         Json j;
         j.open(nullptr, '{').num("t", s.t).num("msgs_per_sec", rate).num("sent_per_sec", sent_rate);
-        if (o_.mode == Mode::Rate) j.num("target_rate", o_.rate);
+        if (o_.mode == Mode::Rate) j.num("target_rate", target_at(s.t));
         j.u("connections_open", s.open).u("connections_requested", s.requested).u("errors", errs).u("errors_total", s.errs);
         j.num("p50_us", static_cast<double>(s.p50) / 1e3).num("p99_us", static_cast<double>(s.p99) / 1e3);
         j.u("waiting", s.waiting).u("msgs_total", s.msgs).u("bytes_in", s.bytes_in).u("bytes_out", s.bytes_out);
@@ -80,9 +82,10 @@ void Progress::operator()(const Snapshot& s) {
                      static_cast<unsigned long long>(errs), static_cast<unsigned long long>(s.errs),
                      static_cast<double>(s.p50) / 1e6, static_cast<double>(s.p99) / 1e6,
                      static_cast<unsigned long long>(s.waiting), static_cast<unsigned long long>(s.open),
-                     o_.mode == Mode::Rate ? o_.rate : 0.0);
+                     o_.mode == Mode::Rate ? target_at(s.t) : 0.0);
         std::fflush(csv_);
     }
+    if (hdr_.is_open() && s.hist) hdr_.interval(prev_.t, s.t - prev_.t, *s.hist);
     prev_ = s;
 }
 
@@ -143,11 +146,13 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
     for (auto& s : v.reasons) j.str(nullptr, s);
     j.close(']').i("exit_code", v.exit_code).str("exit_reason", v.exit_reason);
     // Config echo.
-    j.open("config", '{').str("host", o.host).u("port", o.port).u("connections", o.total_conns).b("connections_max", o.conns_max);
+    j.open("config", '{').str("target", target_label(o)).str("family", target_family(o)).str("host", o.host);
+    j.u("port", o.port).u("connections", o.total_conns).b("connections_max", o.conns_max);
     j.u("procs", static_cast<std::uint64_t>(o.procs)).u("threads", static_cast<std::uint64_t>(o.threads));
     j.num("duration_s", o.duration).num("ramp_s", o.ramp).num("warmup_s", o.warmup).num("drain_s", o.drain);
     j.num("connect_rate", o.connect_rate).num("keepalive_s", o.keepalive).u("requests", o.requests);
     if (o.mode == Mode::Rate) j.num("rate", o.rate).b("poisson", o.poisson);
+    if (!o.stages.empty()) j.str("stages", o.stages_text);
     if (o.mode == Mode::Pipeline) j.u("depth", o.depth);
     if (o.mode == Mode::Churn) j.u("churn_k", o.churn_k);
     if (o.mode == Mode::Pubsub) {
@@ -167,6 +172,8 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
         if (o.resp_command == RespCommand::Mixed) j.str("ratio", std::to_string(o.ratio_set) + ":" + std::to_string(o.ratio_get));
     }
     if (o.protocol == Protocol::Http) j.str("path", o.http_path).str("host_header", o.host_header);
+    if (!o.payload_file.empty()) j.str("payload_file", o.payload_file);
+    if (!o.tpl.empty()) j.str("payload_template", o.payload_template_text);
     j.str("payload", o.payload).str("framing", framing_name(o.framing)).u("prefix_bytes", static_cast<std::uint64_t>(o.prefix_bytes));
     j.b("verify", o.verify).u("response_timeout_ms", o.response_timeout_ms).u("connect_timeout_ms", o.connect_timeout_ms);
     j.str("max_unanswered", o.max_unanswered_text);
@@ -210,9 +217,12 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
     }
     j.u("msgs_total", total_msgs).u("requests_sent", total_sent).num("steady_secs", ss);
     if (o.mode == Mode::Rate) {
-        j.num("target_rate", o.rate).u("dispatched", r.get("rate.dispatched")).u("dropped", r.get("rate.dropped"));
+        const double target = o.stages.empty() ? o.rate
+                              : RateSchedule(o.rate, o.stages, 1.0).arrivals_until(o.duration) / o.duration;
+        j.num("target_rate", target).u("dispatched", r.get("rate.dispatched")).u("dropped", r.get("rate.dropped"));
     }
     j.u("abandoned", r.get("abandoned")).close('}');
+    stages_json(j, o, r);
     const Accounting acc = accounting_of(r);
     if (tracks_unanswered(o.mode)) {
         // Every request that was due: answered, or unanswered (never silently dropped from the figures).
@@ -337,9 +347,9 @@ void print_summary(FILE* f, const Options& o, const Result& r, const KernelCount
         if (censored) std::fprintf(f, ", of which %llu unanswered, censored", static_cast<unsigned long long>(censored));
         std::fprintf(f, ")\n");
     };
-    std::fprintf(f, "esockets-flood %s%s%s -> %s:%u  (%d procs x %llu threads)\n", mode_name(o.mode),
+    std::fprintf(f, "esockets-flood %s%s%s -> %s  (%d procs x %llu threads)\n", mode_name(o.mode),
                  o.protocol == Protocol::Raw ? "" : " --protocol ", o.protocol == Protocol::Raw ? "" : protocol_name(o.protocol),
-                 o.host.c_str(), o.port, o.procs, static_cast<unsigned long long>(r.get("threads") / std::max<std::uint64_t>(1, r.get("procs"))));
+                 target_label(o).c_str(), o.procs, static_cast<unsigned long long>(r.get("threads") / std::max<std::uint64_t>(1, r.get("procs"))));
     std::fprintf(f, "connections: requested %llu, established %llu, failed %llu (attempts %llu), connects %llu\n",
                  static_cast<unsigned long long>(r.get("conn.requested")), static_cast<unsigned long long>(r.get("conn.established")),
                  static_cast<unsigned long long>(r.get("conn.failed")), static_cast<unsigned long long>(r.get("conn.failed_attempts")),
@@ -350,8 +360,9 @@ void print_summary(FILE* f, const Options& o, const Result& r, const KernelCount
     const double msgs = static_cast<double>(steady_count(r, "msgs"));
     std::fprintf(f, "steady: %.2f s, %.0f msgs, %.1f msgs/s, %.2f MB/s in+out", ss, msgs, ss > 0 ? msgs / ss : 0,
                  ss > 0 ? static_cast<double>(steady_count(r, "bytes_in") + steady_count(r, "bytes_out")) / ss / 1e6 : 0);
-    if (o.mode == Mode::Rate) std::fprintf(f, " (target %.1f msgs/s)", o.rate);
+    if (o.mode == Mode::Rate && o.stages.empty()) std::fprintf(f, " (target %.1f msgs/s)", o.rate);
     std::fprintf(f, "\n");
+    print_stages(f, o, r);
     if (tracks_unanswered(o.mode)) {
         const Accounting a = accounting_of(r);
         std::fprintf(f, "requests: due %llu, answered %llu, unanswered %llu (%.2f%%: %llu still waiting at the end, %llu lost "

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "hdr_log.hpp"
 #include "options.hpp"
 #include "run.hpp"
 #include "stats.hpp"
@@ -24,6 +25,7 @@ public:
     void finish();
     bool stream_ok() const { return stream_ok_; }
     bool csv_ok() const { return csv_ok_; }
+    bool hdr_ok() const { return o_.hdr_log_path.empty() || hdr_.is_open(); }
 
 private:
     const Options& o_;
@@ -31,9 +33,14 @@ private:
     FILE* stream_ = nullptr;
     bool stream_ok_ = true;
     FILE* csv_ = nullptr;  // --csv
+    HdrLogWriter hdr_;     // --hdr-log
     bool csv_ok_ = true;
     Snapshot prev_{};
     bool printed_ = false;
+    // Rate mode: the target rate t seconds in (--stages: the schedule's rate then).
+    double target_at(double t) const {
+        return o_.stages.empty() ? o_.rate : RateSchedule(o_.rate, o_.stages, 1.0).rate_at(t);
+    }
 };
 
 // Kernel counters read from /proc (deltas over the run are reported).

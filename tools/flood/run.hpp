@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "options.hpp"
@@ -17,6 +18,7 @@ struct Snapshot {
     std::uint64_t open = 0, requested = 0;
     std::uint64_t p50 = 0, p99 = 0;  // ns, replies in the last interval
     std::uint64_t waiting = 0;       // requests due and not answered at this moment
+    std::shared_ptr<const Histogram> hist;  // --hdr-log: the interval's reply latencies (one process only)
     std::string serialize() const;
     bool deserialize(const std::string& s);
 };

@@ -300,13 +300,15 @@ void Worker::run() {
     next_tick_ = now_ + kTickNs;
     last_scan_ = now_;
     ivl_flush_ = now_;
-    if (o_.mode == Mode::Rate && rate_share_ > 0) {
+    if (o_.mode == Mode::Rate && rate_on()) {
         // Stagger threads so their arrivals interleave evenly.
         // Stagger every thread of every process (not only the threads of one process: P processes would
         // otherwise send P-fold bursts).
         const double k = static_cast<double>(o_.proc_index * std::max(1, o_.threads) + tid_);
         const double n = static_cast<double>(std::max(1, o_.procs) * std::max(1, o_.threads));
-        next_arrival_ = sh_.t0 + static_cast<std::uint64_t>(1e9 / rate_share_ * k / n);
+        if (sched_.empty()) next_arrival_ = sh_.t0 + static_cast<std::uint64_t>(1e9 / rate_share_ * k / n);
+        units_ = (k + 0.5) / n;  // --stages: half a unit in, so no stage gets a systematic extra arrival
+        if (!sched_.empty()) next_arrival_ = scheduled_arrival();
     }
     std::vector<epoll_event> evs(512);
     std::uniform_real_distribution<double> uni(0.0, 1.0);
@@ -350,13 +352,18 @@ void Worker::run() {
         // pubsub: publishers that wait for subscriptions or for deliveries on other threads.
         const bool ps_waiting = o_.mode == Mode::Pubsub && ps_tick();
         // Open-loop arrivals (rate mode).
-        if (o_.mode == Mode::Rate && rate_share_ > 0) {
+        if (o_.mode == Mode::Rate && rate_on()) {
             int n = 0;
             while (can_issue() && next_arrival_ <= now_ && n++ < 4096) {
                 const std::uint64_t intended = next_arrival_;
                 dispatch_lag_h_.record(now_ - intended);
-                const double gap = 1e9 / rate_share_;
-                next_arrival_ += static_cast<std::uint64_t>(o_.poisson ? -std::log(1.0 - uni(rng_)) * gap : gap);
+                const double step = o_.poisson ? -std::log(1.0 - uni(rng_)) : 1.0;
+                if (sched_.empty()) next_arrival_ += static_cast<std::uint64_t>(step * 1e9 / rate_share_);
+                else {
+                    units_ += step;
+                    next_arrival_ = scheduled_arrival();
+                    ++stage_[stage_of(intended)].sent;
+                }
                 ++dispatched_;
                 // Prefer an open connection, round robin.
                 std::uint32_t pick = static_cast<std::uint32_t>(rr_ % conns_.size());
@@ -533,6 +540,7 @@ void Worker::collect(Result& r) const {
             r.c[pre + "stall_waited"] += stall_waited_;
         }
     }
+    stage_collect(r);
     r.c["rate.dispatched"] += dispatched_;
     r.c["rate.dropped"] += dropped_;
     r.c["abandoned"] += abandoned_;

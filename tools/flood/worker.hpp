@@ -17,6 +17,7 @@
 #include "options.hpp"
 #include "resp_parser.hpp"
 #include "seq_check.hpp"
+#include "stages.hpp"
 #include "stats.hpp"
 
 namespace flood {
@@ -49,7 +50,8 @@ struct PubsubShared {
 struct Shared {
     explicit Shared(const Options& opts) : o(opts) {}
     const Options& o;
-    sockaddr_in target{};
+    sockaddr_storage target{};  // Options::target
+    socklen_t target_len = 0;
     std::vector<sockaddr_in> sources;  // empty: let the kernel choose
     std::uint64_t t0 = 0, t_ramp_end = 0, t_warm_end = 0, t_end = 0;  // ns, CLOCK_MONOTONIC
     std::uint64_t proc_conns = 0;  // connections of this process
@@ -151,6 +153,8 @@ public:
 
     void run();
     void collect(Result& r) const;  // after run() returned
+    // --stages: this thread's share of the rate schedule (before run()).
+    void set_schedule(const RateSchedule& s, std::size_t nstages);
     Live live;
 
 private:
@@ -205,7 +209,8 @@ private:
     std::uint64_t start_of(const Pending& p) const;
     void note_reply(std::uint64_t now);  // stall tracking: a reply ended a gap
     void pop_head(Conn& c);
-    void copy_wire(const Pending& pe, std::uint32_t off, unsigned char* dst, std::uint32_t len) const;
+    // conn_g: the request's global connection index (--payload-template {conn}).
+    void copy_wire(const Pending& pe, std::uint64_t conn_g, std::uint32_t off, unsigned char* dst, std::uint32_t len) const;
     void mark_ready(Conn& c, std::uint32_t i);
     std::uint32_t index_of(const Conn& c) const { return static_cast<std::uint32_t>(&c - conns_.data()); }
     // --verify (worker_io.cpp)
@@ -257,6 +262,20 @@ private:
     bool bounded_;
     std::uint64_t req_share_, issued_ = 0, outstanding_ = 0;
     double rate_share_, connect_interval_ns_ = 0;
+    // --stages (worker_stages.cpp): arrivals at the times the schedule's N(t) reaches units_, units_
+    // growing by 1 (or an exponential draw with --poisson) per request; counters per stage.
+    struct StageCounters {
+        std::uint64_t sent = 0, answered = 0, received = 0;  // sent/answered by intended time, received by now
+        Histogram lat;
+    };
+    RateSchedule sched_;
+    double units_ = 0;
+    std::vector<StageCounters> stage_;
+    bool rate_on() const { return rate_share_ > 0 || !sched_.empty(); }
+    std::uint64_t scheduled_arrival() const;  // ns; UINT64_MAX when the rate stays 0
+    std::size_t stage_of(std::uint64_t t) const;
+    void stage_reply(std::uint64_t now, std::uint64_t intended, std::uint64_t lat);
+    void stage_collect(Result& r) const;
     std::uint64_t next_connect_ = 0, next_arrival_ = 0, next_tick_ = 0, last_scan_ = 0;
     std::uint64_t rr_ = 0;
     std::uint64_t open_ = 0, established_ = 0, established_ok_ = 0, connect_fail_ = 0;
@@ -282,6 +301,8 @@ private:
     // --protocol resp / http
     std::vector<RespReplyParser> resp_;  // per connection
     std::vector<HttpReplyParser> http_;  // per connection
+    std::vector<std::uint64_t> tpl_next_;  // --payload-template: requests issued per connection ({seq})
+    mutable std::string tpl_buf_;          // --payload-template: the request being copied
     std::vector<std::uint64_t> key_next_;  // resp --key-pattern sequential: requests issued per connection
     std::string http_req_;               // the GET request
     std::uint64_t mix_pos_ = 0;          // resp mixed: position in the SET:GET cycle

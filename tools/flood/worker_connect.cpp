@@ -20,7 +20,7 @@ constexpr int kConnectBatch = 64;  // connects started per service_connects() ca
 void Worker::start_connect(std::uint32_t i) {
     Conn& c = conns_[i];
     const std::uint64_t g = first_global_ + i;
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = ::socket(sh_.target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     now_ = now_ns();
     c.t_start = now_;
     c.state = kConnecting;
@@ -31,7 +31,7 @@ void Worker::start_connect(std::uint32_t i) {
     }
     c.fd = fd;
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (sh_.target.ss_family != AF_UNIX) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (o_.mode == Mode::Slowread) {
         int small = 4096;
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
@@ -53,7 +53,7 @@ void Worker::start_connect(std::uint32_t i) {
         fail_conn(c, i, kOther, std::string("epoll_ctl: ") + std::strerror(errno));
         return;
     }
-    int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&sh_.target), sizeof sh_.target);
+    int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&sh_.target), sh_.target_len);
     if (r == 0) {
         on_connect_event(i, EPOLLOUT);
     } else if (errno != EINPROGRESS) {

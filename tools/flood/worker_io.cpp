@@ -28,7 +28,12 @@ void Worker::mark_ready(Conn& c, std::uint32_t i) {
 
 void Worker::issue(Conn& c, std::uint64_t intended) {
     Pending p{intended, 0, 0, 0, vs_.empty() ? 0 : vs_[index_of(c)].tx_next++};
-    if (o_.protocol == Protocol::Raw) {
+    if (!o_.tpl.empty()) {  // --payload-template: p.seq is the request's {seq}
+        if (tpl_next_.empty()) tpl_next_.assign(conns_.size(), 0);
+        p.seq = tpl_next_[index_of(c)]++;
+        p.size = o_.tpl.length(first_global_ + index_of(c), p.seq);
+        p.wire = wire_len(p.size);
+    } else if (o_.protocol == Protocol::Raw) {
         p.size = next_size();
         p.wire = wire_len(p.size);
     } else {
@@ -91,11 +96,16 @@ void Worker::fill(Conn& c) {
     while (can_issue() && c.queued() < limit) issue(c, now_);
 }
 
-void Worker::copy_wire(const Pending& pe, std::uint32_t off, unsigned char* dst, std::uint32_t len) const {
+void Worker::copy_wire(const Pending& pe, std::uint64_t conn_g, std::uint32_t off, unsigned char* dst,
+                       std::uint32_t len) const {
     if (o_.protocol != Protocol::Raw) return proto_copy(pe, off, dst, len);
     const std::uint32_t s = pe.size;
     const std::uint32_t h = o_.framing == Framing::LengthPrefixed ? static_cast<std::uint32_t>(o_.prefix_bytes) : 0;
     const unsigned char* pat = o_.payload_bytes.data();
+    if (!o_.tpl.empty()) {  // rendered per call: a request written in pieces renders the same bytes each time
+        o_.tpl.render(conn_g, pe.seq, tpl_buf_);
+        pat = reinterpret_cast<const unsigned char*>(tpl_buf_.data());
+    }
     while (len > 0) {
         if (off < h) {
             *dst++ = static_cast<unsigned char>(s >> (8 * (h - 1 - off)));
@@ -133,7 +143,7 @@ std::size_t Worker::build(Conn& c, unsigned char* out, std::size_t cap) {
         if (o_.mode == Mode::Reset) end = std::max(1u, wl / 2);
         if (off >= end) break;
         const std::uint32_t take = static_cast<std::uint32_t>(std::min<std::size_t>(end - off, cap - n));
-        copy_wire(c.q[c.head + k], off, out + n, take);
+        copy_wire(c.q[c.head + k], first_global_ + index_of(c), off, out + n, take);
         n += take;
         if (off + take < wl || o_.mode == Mode::Slowloris || o_.mode == Mode::Reset) break;
         off = 0;
@@ -475,6 +485,7 @@ void Worker::record_latency(std::uint64_t now, const Pending& p) {
     const std::uint64_t start = start_of(p);
     const std::uint64_t lat = now > start ? now - start : 0;
     pc.lat.record(lat);
+    if (!stage_.empty()) stage_reply(now, start, lat);
     if (p.sent) pc.svc.record(now > p.sent ? now - p.sent : 0);
     ivl_.record(lat);
 }
