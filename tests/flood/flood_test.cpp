@@ -204,7 +204,10 @@ TEST_F(FloodTest, ProcsMergeExactly) {
     EXPECT_EQ(j["throughput"]["msgs_total"].num(), 3001);
     EXPECT_EQ(j["throughput"]["requests_sent"].num(), 3001);
     EXPECT_EQ(j["latency_us"]["count"].num(), 3001);
-    EXPECT_EQ(j["connections"]["established"].num(), 10);
+    // The simultaneous peak: a process that finished its share early may have closed its
+    // connections before the other opened all of its own.
+    EXPECT_GE(j["connections"]["established"].num(), 5);
+    EXPECT_LE(j["connections"]["established"].num(), 10);
     EXPECT_EQ(j["connections"]["requested"].num(), 10);
     EXPECT_EQ(j["generator"]["procs"].num(), 2);
     EXPECT_EQ(errors_total(r), 0);
