@@ -12,7 +12,6 @@ python3 stdlib only.  Example:
 import argparse
 import json
 import os
-import random
 import re
 import shutil
 import signal

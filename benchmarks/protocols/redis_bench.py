@@ -19,7 +19,6 @@ Python 3 standard library only.
 import argparse
 import json
 import os
-import random
 import shutil
 import signal
 import socket
