@@ -66,7 +66,15 @@ run_config() {
   check_test_count "$name" "$dir" "${run[@]}"
   # Two at a time (most tests wait on sockets); tests that measure throughput, memory or
   # timing are RUN_SERIAL (esockets_add_test SERIAL) and run alone.
-  "${run[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 600 --no-tests=error -j2
+  local skip=()
+  if [ "$name" = tsan ]; then
+    # The load tool's own scenario tests (flood_tool_test: thousands of connections, serial,
+    # about 80 s under TSan) run in release and asan; under TSan they would test the tool, not
+    # the engine, and CI's 45 minutes are tight. The engine's tests all run here.
+    skip=(-E '^FloodTest\.')
+  fi
+  "${run[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 600 --no-tests=error -j2 \
+    "${skip[@]}"
   echo "=== esockets: $name passed in $((SECONDS - start)) s ==="
 }
 
