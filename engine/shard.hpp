@@ -129,6 +129,7 @@ class Shard {
   // epoll data of the listener and the wakeup eventfd: ids no connection can have (gen 0).
   static constexpr std::uint64_t kListenerTag = ConnectionId(0, 0xffffff, 0).value();
   static constexpr std::uint64_t kWakeTag = ConnectionId(0, 0xfffffe, 0).value();
+  static constexpr std::size_t kCommandBatch = 512;  // commands popped from a queue at a time
   enum class Phase : std::uint8_t { serving, draining, closing, done };
   enum class Move : std::uint8_t { idle, grace, quiescing, finishing };
 
