@@ -2,6 +2,8 @@
 #include <sys/socket.h>
 
 #include "esockets/connection.hpp"
+#include "esockets/listener.hpp"
+#include "esockets/warning.hpp"
 #include "esockets/types.hpp"
 
 namespace esockets {
@@ -19,6 +21,8 @@ const char* to_string(CloseReason reason) noexcept {
     case CloseReason::shutdown: return "shutdown";
     case CloseReason::handler_exception: return "handler_exception";
     case CloseReason::io_error: return "io_error";
+    case CloseReason::proxy_error: return "proxy_error";
+    case CloseReason::proxy_timeout: return "proxy_timeout";
   }
   return "unknown";
 }
@@ -33,6 +37,44 @@ const char* to_string(SendStatus status) noexcept {
   return "unknown";
 }
 
+const char* to_string(WarningCode code) noexcept {
+  switch (code) {
+    case WarningCode::accept_failed: return "accept_failed";
+    case WarningCode::fd_exhausted: return "fd_exhausted";
+    case WarningCode::connection_refused: return "connection_refused";
+    case WarningCode::io_error: return "io_error";
+    case WarningCode::handler_exception: return "handler_exception";
+    case WarningCode::framing_error: return "framing_error";
+    case WarningCode::slow_consumer: return "slow_consumer";
+    case WarningCode::proxy_error: return "proxy_error";
+    case WarningCode::proxy_timeout: return "proxy_timeout";
+    case WarningCode::out_of_memory: return "out_of_memory";
+    case WarningCode::steering_unavailable: return "steering_unavailable";
+    case WarningCode::engine_error: return "engine_error";
+    case WarningCode::suppressed: return "suppressed";
+  }
+  return "unknown";
+}
+
+const char* to_string(Severity severity) noexcept {
+  switch (severity) {
+    case Severity::info: return "info";
+    case Severity::warning: return "warning";
+    case Severity::error: return "error";
+  }
+  return "unknown";
+}
+
+const char* to_string(ProxyProtocol p) noexcept {
+  switch (p) {
+    case ProxyProtocol::off: return "off";
+    case ProxyProtocol::v1: return "v1";
+    case ProxyProtocol::v2: return "v2";
+    case ProxyProtocol::any: return "any";
+  }
+  return "unknown";
+}
+
 std::string PeerAddress::to_string() const {
   char buf[INET6_ADDRSTRLEN] = {};
   if (family == AF_INET) {
@@ -43,6 +85,7 @@ std::string PeerAddress::to_string() const {
     inet_ntop(AF_INET6, addr, buf, sizeof buf);
     return "[" + std::string(buf) + "]:" + std::to_string(port);
   }
+  if (family == AF_UNIX) return "unix:";
   return "?:0";
 }
 

@@ -18,6 +18,10 @@ void Connection::resume_reading() { (void)core_->set_paused(id_, false); }
 
 Connection::~Connection() { release_extras(); }
 
+const ProxyInfo* Connection::proxy() const {
+  return extras_ != nullptr ? extras_->proxy.get() : nullptr;
+}
+
 void Connection::set_state(void* p, void (*destroy)(void*), const void* tag) {
   detail::ConnExtras& x = detail::ExtrasAccess::make(*this);
   void* old = x.state;

@@ -22,7 +22,7 @@ void dispose(const Command& c) {
 
 void dispose(const Event& e) {
   if (e.data == nullptr) return;
-  if (e.kind == EventKind::connect) delete static_cast<PeerAddress*>(e.data);
+  if (e.kind == EventKind::connect) delete static_cast<ConnectInfo*>(e.data);
   if (e.kind == EventKind::message) std::free(e.data);
   if (e.kind == EventKind::post) delete static_cast<PostedFn*>(e.data);
 }

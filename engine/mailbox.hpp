@@ -19,12 +19,13 @@
 #include <vector>
 
 #include "esockets/connection.hpp"
+#include "esockets/proxy.hpp"
 #include "send_queue.hpp"
 
 namespace esockets::detail {
 
 enum class EventKind : std::uint8_t {
-  connect,      // data: PeerAddress* (new'd), fd in `len`
+  connect,      // data: ConnectInfo* (new'd), fd in `len`
   message,      // data: malloc'd bytes of len
   disconnect,   // reason
   output_high,  // queued output crossed the high watermark
@@ -42,6 +43,16 @@ struct Event {
   std::uint32_t len;
   EventKind kind;
   std::uint8_t reason;
+  // A sampled event: when the shard queued it (monotonic microseconds, low 32 bits), for the
+  // hand-off histogram; 0 = not sampled.
+  std::uint32_t stamp_us = 0;
+};
+
+// The data of a connect event: who connected, through which listener, and its PROXY header.
+struct ConnectInfo {
+  PeerAddress peer;
+  std::uint16_t listener = 0;
+  std::unique_ptr<ProxyInfo> proxy;
 };
 
 enum class CommandKind : std::uint8_t {

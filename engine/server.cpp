@@ -18,6 +18,10 @@ void Server::request_stop() noexcept { core_->request_stop(); }
 void Server::wait() { core_->wait(); }
 bool Server::running() const { return core_->running(); }
 std::uint16_t Server::port() const { return core_->port(); }
+std::vector<ListenerInfo> Server::listeners() const { return core_->listener_infos(); }
+std::string Server::admin_address() const { return core_->admin_address(); }
+void Server::drain() { core_->drain(); }
+bool Server::draining() const { return core_->draining(); }
 const ServerOptions& Server::options() const { return core_->options(); }
 
 SendStatus Server::send(ConnectionId id, Bytes bytes) { return core_->send(id, bytes, false); }

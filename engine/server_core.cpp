@@ -1,5 +1,6 @@
 #include "server_core.hpp"
 
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -10,10 +11,12 @@
 #include <stdexcept>
 #include <string>
 
+#include "esockets/metrics.hpp"
 #include "esockets/server.hpp"
 #include "send_queue.hpp"
 #include "shard.hpp"
 #include "socket_ops.hpp"
+#include "threads.hpp"
 #include <linux/filter.h>
 #include <sys/socket.h>
 #include <chrono>
@@ -41,7 +44,7 @@ void validate_options_or_throw(const ServerOptions& o) {
   if (o.workers > ServerCore::kMaxWorkers) {
     bad_option("workers", "must be at most 255 (got " + std::to_string(o.workers) + ")");
   }
-  if (!is_numeric_host(o.host)) {
+  if (o.listeners.empty() && !is_numeric_host(o.host)) {
     bad_option("host", "must be a numeric IPv4 or IPv6 address such as 127.0.0.1 or :: (got '" +
                            o.host + "')");
   }
@@ -90,6 +93,17 @@ void validate_options_or_throw(const ServerOptions& o) {
     bad_option("handoff_poll", "must be between 0 and 1 s");
   }
   if (o.shutdown_timeout.count() < 0) bad_option("shutdown_timeout", "must not be negative");
+  if (!o.cpu_affinity.cpus.empty()) {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    (void)::sched_getaffinity(0, sizeof allowed, &allowed);
+    for (int cpu : o.cpu_affinity.cpus) {
+      if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &allowed)) {
+        bad_option("cpu_affinity.cpus", "names CPU " + std::to_string(cpu) +
+                                            ", which this process may not run on (see taskset -p)");
+      }
+    }
+  }
   if (o.linger_timeout.count() < 0) bad_option("linger_timeout", "must not be negative");
 }
 
@@ -100,6 +114,23 @@ ServerCore::ServerCore(Server& server, Handler& handler, ServerOptions options)
       framer_(FramerConfig{opts_.framing, opts_.line_delimiter, opts_.length_prefix_bytes,
                            opts_.max_frame, opts_.decoder.get()}) {
   validate_options_or_throw(opts_);
+  listeners_ = resolve_listeners(opts_);
+  if (!opts_.admin.empty()) {
+    ListenAddress a;
+    std::string error;
+    if (!parse_listen_address(opts_.admin, a, error)) bad_option("admin", error);
+  }
+  if (!opts_.cpu_affinity.cpus.empty()) {
+    cpu_plan_ = opts_.cpu_affinity.cpus;
+  } else if (opts_.cpu_affinity.automatic) {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (::sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+      for (int c = 0; c < CPU_SETSIZE; ++c) {
+        if (CPU_ISSET(c, &allowed)) cpu_plan_.push_back(c);
+      }
+    }
+  }
   stop_efd_ = ::eventfd(0, EFD_CLOEXEC);
   if (stop_efd_ < 0) throw std::system_error(errno, std::generic_category(), "esockets: eventfd");
 }
@@ -123,13 +154,60 @@ void ServerCore::control_loop() {
   // Calls made here (on_server_shutting_down runs on this thread) count as engine calls, so a
   // stop() from them only requests, never joins this thread.
   tls_context = ThreadContext{this, -1, -1};
+  (void)name_and_pin_thread("esk-control", -1);
   std::uint64_t v = 0;
   while (::read(stop_efd_, &v, sizeof v) < 0 && errno == EINTR) {
   }
   do_stop();
 }
 
-Shard* ServerCore::add_shard_locked(int listen_fd) {
+int ServerCore::cpu_for_shard(unsigned index) const {
+  return cpu_plan_.empty() ? -1 : cpu_plan_[index % cpu_plan_.size()];
+}
+
+int ServerCore::cpu_for_worker(unsigned index) const {
+  return cpu_plan_.empty() ? -1 : cpu_plan_[(opts_.shards + index) % cpu_plan_.size()];
+}
+
+std::vector<int> ServerCore::open_shard_listeners_locked() {
+  // One socket per TCP listener for a new shard (-1 for Unix listeners: their one socket is
+  // shared). On failure nothing stays open.
+  std::vector<int> fds(listeners_.size(), -1);
+  try {
+    for (std::size_t i = 0; i < listeners_.size(); ++i) {
+      if (!listeners_[i]->unix_socket()) fds[i] = open_tcp_listener(*listeners_[i], accepted_options());
+    }
+  } catch (...) {
+    for (int fd : fds) {
+      if (fd >= 0) ::close(fd);
+    }
+    throw;
+  }
+  return fds;
+}
+
+void ServerCore::close_listeners_locked() {
+  for (auto& l : listeners_) close_unix_listener(*l);
+}
+
+std::vector<ListenerInfo> ServerCore::listener_infos() const {
+  std::vector<ListenerInfo> v;
+  if (state_.load(std::memory_order_acquire) == State::idle) return v;
+  for (const auto& l : listeners_) v.push_back(l->info());
+  return v;
+}
+
+std::string ServerCore::admin_address() const { return admin_ ? admin_->address() : std::string(); }
+
+void ServerCore::report(const Warning& w) noexcept {
+  try {
+    handler_.on_warning(w);
+  } catch (...) {
+    // A throwing on_warning must not take an engine thread down.
+  }
+}
+
+Shard* ServerCore::add_shard_locked(const std::vector<int>& listen_fds) {
   // A retired shard's index is reused (its Shard revived with fresh queues), so a server that
   // autoscales its shards forever holds at most as many Shard records as it ever ran at once.
   const unsigned bound = shard_bound_.load(std::memory_order_relaxed);
@@ -137,9 +215,11 @@ Shard* ServerCore::add_shard_locked(int listen_fd) {
     if (active_flag_[idx].load(std::memory_order_relaxed)) continue;
     Shard* p = shard_ptr(idx);
     try {
-      p->revive(listen_fd);
+      p->revive(listen_fds);
     } catch (...) {
-      ::close(listen_fd);
+      for (int fd : listen_fds) {
+        if (fd >= 0) ::close(fd);
+      }
       throw;
     }
     load_[idx].v.store(0, std::memory_order_relaxed);
@@ -150,10 +230,12 @@ Shard* ServerCore::add_shard_locked(int listen_fd) {
   }
   const unsigned idx = bound;
   if (idx >= kMaxShards) {
-    ::close(listen_fd);
+    for (int fd : listen_fds) {
+      if (fd >= 0) ::close(fd);
+    }
     throw std::length_error("esockets: at most 254 shards can run at once");
   }
-  auto sh = std::make_unique<Shard>(*this, idx, listen_fd);
+  auto sh = std::make_unique<Shard>(*this, idx, listen_fds);
   Shard* p = sh.get();
   owned_.push_back(std::move(sh));
   load_[idx].v.store(0, std::memory_order_relaxed);
@@ -179,26 +261,41 @@ void ServerCore::start() {
                   .count();
 
   // Bind every listener first so a failure leaves nothing running.
-  std::vector<int> fds;
+  std::vector<std::vector<int>> fds;
   try {
-    std::uint16_t port = opts_.port;
-    for (unsigned i = 0; i < opts_.shards; ++i) {
-      fds.push_back(create_listener_or_throw(opts_.host, port, opts_.backlog, accepted_options()));
-      if (i == 0) port = bound_port(fds[0]);
+    for (auto& l : listeners_) {
+      if (l->unix_socket()) open_unix_listener(*l, accepted_options());
     }
-    port_ = port;
+    for (unsigned i = 0; i < opts_.shards; ++i) fds.push_back(open_shard_listeners_locked());
+    port_ = 0;
+    for (const auto& l : listeners_) {
+      if (!l->unix_socket()) {
+        port_ = l->port;
+        break;
+      }
+    }
+    if (!opts_.admin.empty()) {
+      AdminServer::Hooks hooks;
+      hooks.metrics = [this](MetricsFormat f) { return render_metrics(stats(), f); };
+      hooks.draining = [this] { return draining(); };
+      admin_ = std::make_unique<AdminServer>(opts_.admin, std::move(hooks));
+    }
     for (unsigned i = 0; i < opts_.shards; ++i) {
-      int fd = fds[i];
-      fds[i] = -1;  // owned by the shard now
-      add_shard_locked(fd);
+      std::vector<int> mine;
+      mine.swap(fds[i]);  // owned by the shard now
+      add_shard_locked(mine);
     }
     for (unsigned w = 0; w < opts_.workers; ++w) {
       workers_.push_back(std::make_unique<Worker>(*this, w));
     }
   } catch (...) {
-    for (int fd : fds) {
-      if (fd >= 0) ::close(fd);
+    admin_.reset();
+    for (const auto& v : fds) {
+      for (int fd : v) {
+        if (fd >= 0) ::close(fd);
+      }
     }
+    close_listeners_locked();
     for (unsigned i = 0; i < shard_bound_.load(); ++i) slots_[i].store(nullptr);
     shard_bound_.store(0);
     owned_.clear();
@@ -219,6 +316,7 @@ void ServerCore::start() {
   state_.store(State::running, std::memory_order_release);
   for (auto& w : workers_) w->start();
   for (auto& s : owned_) s->start();
+  if (admin_) admin_->start();
   control_ = std::thread([this] { control_loop(); });
 }
 
@@ -253,6 +351,7 @@ void ServerCore::do_stop() {
     }
     state_.store(State::stopping, std::memory_order_release);
   }
+  drain();  // the admin listener's /health says 503 from here on
   std::lock_guard rl(resize_mu_);  // a set_shards/rebalance in progress finishes first
   tls_stopping = this;
   struct Reset {
@@ -269,6 +368,8 @@ void ServerCore::do_stop() {
   workers_exit_.store(true, std::memory_order_release);
   for (auto& w : workers_) w->notify();
   for (auto& w : workers_) w->join();
+  close_listeners_locked();  // the Unix sockets every shard polled, and their files
+  if (admin_) admin_->stop();
   try {
     handler_.on_server_shut_down(server_);
   } catch (...) {
@@ -323,9 +424,9 @@ void ServerCore::set_shards(unsigned n) {
   if (st != State::running) {
     throw std::logic_error("esockets: set_shards() called while the server is stopping or stopped");
   }
+  if (active_.size() != n) resizes_.fetch_add(1, std::memory_order_relaxed);
   while (active_.size() < n) {
-    int fd = create_listener_or_throw(opts_.host, port_, opts_.backlog, accepted_options());
-    Shard* s = add_shard_locked(fd);
+    Shard* s = add_shard_locked(open_shard_listeners_locked());
     s->start();
   }
   while (active_.size() > n) retire_shard_locked();
@@ -380,24 +481,37 @@ void ServerCore::steer_locked(const std::vector<unsigned>& receivers) {
   }
   code.push_back(sock_filter{BPF_RET | BPF_K, 0, 0, 0});
   sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
-  const int fd = shard_ptr(receivers.front())->listen_fd();
-  if (fd < 0 || ::setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0) {
-    steering_ok_ = false;
-    try {
-      handler_.on_warning(
+  // Every TCP listener is a reuseport group of its own, built and shrunk in the same shard
+  // order, so one program (positions) serves them all. Unix listeners have no group.
+  for (std::size_t li = 0; li < listeners_.size() && steering_ok_; ++li) {
+    if (listeners_[li]->unix_socket()) continue;
+    const int fd = shard_ptr(receivers.front())->listen_fd(li);
+    if (fd < 0 || ::setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0) {
+      steering_ok_ = false;
+      worker_warnings_.fetch_add(1, std::memory_order_relaxed);
+      worker_warnings_by_[static_cast<std::size_t>(WarningCode::steering_unavailable)].fetch_add(
+          1, std::memory_order_relaxed);
+      Warning w;
+      w.code = WarningCode::steering_unavailable;
+      w.severity = Severity::warning;
+      w.error = errno;
+      w.text =
           "esockets: this kernel refused reuseport BPF steering; a retiring shard keeps "
           "accepting during its grace period and hands those connections over, but "
-          "handshakes completing after its listener closes may be reset");
-    } catch (...) {
+          "handshakes completing after its listener closes may be reset";
+      report(w);
     }
   }
 }
 
 void ServerCore::unsteer_locked() {
   if (!steering_ok_ || active_.empty()) return;
-  const int fd = shard_ptr(active_.front())->listen_fd();
-  int dummy = 0;
-  if (fd >= 0) (void)::setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &dummy, sizeof dummy);
+  for (std::size_t li = 0; li < listeners_.size(); ++li) {
+    if (listeners_[li]->unix_socket()) continue;
+    const int fd = shard_ptr(active_.front())->listen_fd(li);
+    int dummy = 0;
+    if (fd >= 0) (void)::setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &dummy, sizeof dummy);
+  }
 }
 
 void ServerCore::rebalance() {
@@ -489,6 +603,7 @@ Stats ServerCore::stats() const {
     const bool active = active_flag_[i].load(std::memory_order_acquire);
     ShardStats x = s->counters().snapshot();
     x.wakeups = s->kernel_wakeups();
+    x.cpu = s->cpu();
     x.shard = i;
     ShardStats& t = st.total;
     // Retired shards still count toward the totals (their history), not toward the list.
@@ -510,8 +625,22 @@ Stats ServerCore::stats() const {
     t.send_backpressure += x.send_backpressure;
     t.overflow += x.overflow;
     for (std::size_t r = 0; r < kCloseReasonCount; ++r) t.closes[r] += x.closes[r];
+    for (std::size_t c = 0; c < kWarningCodeCount; ++c) t.warnings_by_code[c] += x.warnings_by_code[c];
+    s->handler_time().add_to(st.handler_time);
   }
   st.total.warnings += worker_warnings_.load(std::memory_order_relaxed);
+  for (std::size_t c = 0; c < kWarningCodeCount; ++c) {
+    st.total.warnings_by_code[c] += worker_warnings_by_[c].load(std::memory_order_relaxed);
+  }
+  for (const auto& w : workers_) {
+    w->handler_time().add_to(st.handler_time);
+    w->handoff_wait().add_to(st.handoff_wait);
+    st.worker_cpus.push_back(w->cpu());
+  }
+  for (const auto& l : listeners_) st.listeners.push_back(l->stats());
+  st.resizes = resizes_.load(std::memory_order_relaxed);
+  st.draining = draining();
+  st.total.cpu = -1;
   for (const auto& w : workers_) st.total.wakeups += w->kernel_wakeups();
   if (!st.shards.empty()) {
     double busy_sum = 0;

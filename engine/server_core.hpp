@@ -17,7 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include "admin.hpp"
 #include "connection_table.hpp"
+#include "listeners.hpp"
 #include "socket_ops.hpp"
 #include "esockets/handler.hpp"
 #include "esockets/options.hpp"
@@ -57,6 +59,16 @@ class ServerCore {
   void wait();
   bool running() const { return state_.load(std::memory_order_acquire) == State::running; }
   std::uint16_t port() const { return port_; }
+  std::vector<ListenerInfo> listener_infos() const;
+  std::string admin_address() const;
+  void drain() { draining_.store(true, std::memory_order_release); }
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
+  std::size_t nlisteners() const { return listeners_.size(); }
+  ListenerState& listener(std::size_t i) { return *listeners_[i]; }
+  const ListenerState& listener(std::size_t i) const { return *listeners_[i]; }
+  /// The CPU a shard's / worker's thread is pinned to (ServerOptions::cpu_affinity), or -1.
+  int cpu_for_shard(unsigned index) const;
+  int cpu_for_worker(unsigned index) const;
   const ServerOptions& options() const { return opts_; }
   AcceptedSocketOptions accepted_options() const {
     return {opts_.tcp_nodelay, opts_.socket_send_buffer, opts_.socket_receive_buffer};
@@ -115,7 +127,13 @@ class ServerCore {
   /// Called by a shard that closed a socket: lets shards paused on EMFILE try again.
   void fd_released();
   std::atomic<std::uint32_t>& fd_release_epoch() { return fd_release_epoch_; }
-  void count_worker_warning() { worker_warnings_.fetch_add(1, std::memory_order_relaxed); }
+  void count_worker_warning(WarningCode code) {
+    worker_warnings_.fetch_add(1, std::memory_order_relaxed);
+    worker_warnings_by_[static_cast<std::size_t>(code)].fetch_add(1, std::memory_order_relaxed);
+  }
+  /// Any engine thread: hands a warning to the handler (a throwing on_warning is swallowed).
+  /// Counting and rate limiting are the caller's.
+  void report(const Warning& w) noexcept;
 
   /// Any thread: pushes a command into a shard's inbox and wakes it; false if full or gone.
   bool post_to_shard(unsigned shard, const Command& cmd);
@@ -133,7 +151,9 @@ class ServerCore {
   SendStatus post_foreign(const Command& cmd);
   bool direct_ok(int shard, ConnectionId id) const;
   SendStatus route_command(const Command& cmd);
-  Shard* add_shard_locked(int listen_fd);
+  Shard* add_shard_locked(const std::vector<int>& listen_fds);
+  std::vector<int> open_shard_listeners_locked();
+  void close_listeners_locked();
   void retire_shard_locked();
   void steer_locked(const std::vector<unsigned>& receivers);
   void unsteer_locked();
@@ -164,6 +184,7 @@ class ServerCore {
   std::atomic<std::size_t> fds_in_use_{0};
   std::atomic<std::uint32_t> fd_release_epoch_{0};
   std::atomic<std::uint64_t> worker_warnings_{0};
+  std::array<std::atomic<std::uint64_t>, kWarningCodeCount> worker_warnings_by_{};  // + control
   std::atomic<std::uint64_t> timer_ids_{0};
   mutable std::mutex ticks_mu_;
   std::vector<std::shared_ptr<TickRegistration>> ticks_;  // ticks_mu_
@@ -174,6 +195,11 @@ class ServerCore {
   std::atomic<unsigned> stop_total_{~0u};
   std::int64_t epoch_ms_ = 0;
   bool steering_ok_ = true;
+  Listeners listeners_;                  // resolved at construction; sockets bound by start()
+  std::unique_ptr<AdminServer> admin_;   // ServerOptions::admin
+  std::atomic<bool> draining_{false};
+  std::atomic<std::uint64_t> resizes_{0};
+  std::vector<int> cpu_plan_;            // CPUs to pin threads to, round-robin (empty = none)
 
   std::atomic<State> state_{State::idle};
   int stop_efd_ = -1;     // request_stop() writes it; the control thread reads it

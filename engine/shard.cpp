@@ -16,6 +16,7 @@
 #include "clock.hpp"
 #include "server_core.hpp"
 #include "socket_ops.hpp"
+#include "threads.hpp"
 #include "worker.hpp"
 
 namespace esockets::detail {
@@ -29,10 +30,9 @@ constexpr unsigned kWarningsPerSecond = 10;
 
 }  // namespace
 
-Shard::Shard(ServerCore& core, std::uint32_t index, int listen_fd)
+Shard::Shard(ServerCore& core, std::uint32_t index, const std::vector<int>& listen_fds)
     : core_(core),
       index_(index),
-      listen_fd_(listen_fd),
       table_(core.table()),
       framer_(core.framer().config()),
       inbox_(std::make_unique<CommandInbox>(core.options().command_queue_capacity)),
@@ -45,9 +45,15 @@ Shard::Shard(ServerCore& core, std::uint32_t index, int listen_fd)
   if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_.fd(), &ev) != 0) {
     throw std::system_error(errno, std::generic_category(), "esockets: epoll_ctl(eventfd)");
   }
-  ev.data.u64 = kListenerTag;
-  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, listen_fd_, &ev) != 0) {
-    throw std::system_error(errno, std::generic_category(), "esockets: epoll_ctl(listener)");
+  for (std::size_t i = 0; i < listen_fds.size(); ++i) {
+    const int shared = core.listener(i).shared_fd;
+    listeners_.push_back(ShardListener{listen_fds[i] >= 0 ? listen_fds[i] : shared,
+                                       listen_fds[i] < 0, false});
+  }
+  for (std::size_t i = 0; i < listeners_.size(); ++i) {
+    if (!listen_epoll(i, true)) {
+      throw std::system_error(errno, std::generic_category(), "esockets: epoll_ctl(listener)");
+    }
   }
   const auto& o = core.options();
   for (unsigned w = 0; w < o.workers; ++w) {
@@ -107,7 +113,10 @@ Shard::~Shard() {
     delete c;
   }
   free_graveyard();
-  if (listen_fd_ >= 0) ::close(listen_fd_);
+  for (const ShardListener& l : listeners_) {
+    if (l.fd >= 0 && !l.shared) ::close(l.fd);
+  }
+  for (const auto& [fd, p] : pending_) ::close(fd);  // (stop closed them; the listeners may be gone)
   if (epfd_ >= 0) ::close(epfd_);
 }
 
@@ -143,7 +152,8 @@ int Shard::next_timeout_ms() const {
   for (const auto& ob : outboxes_) {
     if (!ob.empty() || !ob.flow_paused.empty()) return static_cast<int>(kTickMs) / 10 + 1;
   }
-  if (!timed_.empty() || accept_paused_ || phase_ != Phase::serving || trim_pending_ ||
+  if (!timed_.empty() || !pending_.empty() || accept_paused_ || phase_ != Phase::serving ||
+      trim_pending_ ||
       move_ != Move::idle || (timeouts_enabled_ && counters_.connections.get() > 0)) {
     return static_cast<int>(kTickMs);
   }
@@ -153,6 +163,8 @@ int Shard::next_timeout_ms() const {
 
 void Shard::run() {
   tls_context = ThreadContext{&core_, static_cast<int>(index_), -1};
+  cpu_.store(name_and_pin_thread("esk-shard-" + std::to_string(index_), core_.cpu_for_shard(index_)),
+             std::memory_order_relaxed);
   epoll_event events[kMaxEvents];
   now_ms_ = monotonic_ms();
   epoch_ms_ = core_.epoch_ms();
@@ -189,7 +201,11 @@ void Shard::run() {
     idle_ns_ += after - before;
     wake_.woke();
     now_ms_ = after / 1000000;
-    if (n < 0 && errno != EINTR) warn(errno_message("epoll_wait failed", errno));
+    if (n < 0 && errno != EINTR) {
+      const int err = errno;
+      warn(WarningCode::engine_error, Severity::error, {}, err,
+           errno_message("epoll_wait failed", err));
+    }
     if (n > 0) events_in_window_ += static_cast<std::uint64_t>(n);
     for (int i = 0; i < n; ++i) {
       try {
@@ -251,11 +267,16 @@ void Shard::dispatch(const epoll_event& ev) {
     wake_.drain_eventfd();
     return;
   }
-  if (tag == kListenerTag) {
-    accept_ready();
+  const ConnectionId id = ConnectionId::from_value(tag);
+  if (id.generation() == 0 && id.shard() == 0 && id.slot() >= kListenerSlot0 &&
+      id.slot() < kListenerSlot0 + listeners_.size()) {
+    accept_ready(id.slot() - kListenerSlot0);
     return;
   }
-  const ConnectionId id = ConnectionId::from_value(tag);
+  if (id.generation() == 0 && id.shard() == kPendingShard) {
+    pending_ready(static_cast<int>(id.slot()), ev.events);
+    return;
+  }
   if (id.generation() == 0) {  // a lingering socket: its identity is retired
     Conn* c = table_.at(id.slot(), index_);
     if (c != nullptr && c->state == ConnState::lingering) linger_readable(c);
@@ -329,11 +350,12 @@ void Shard::apply(const Command& cmd) {
     case CommandKind::adopt_fd: {
       auto* f = static_cast<FreshFd*>(cmd.data);
       if (phase_ == Phase::serving && move_ == Move::idle) {
-        setup_accepted(f->fd, f->peer);
+        start_connection(f->fd, f->peer, f->listener, f->proxy_deadline_ms);
       } else {
         // We are leaving: refuse rather than strand the socket.
         ::close(f->fd);
         core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
+        core_.listener(f->listener).connections.fetch_sub(1, std::memory_order_relaxed);
         core_.load_of(index_).fetch_sub(1, std::memory_order_relaxed);
         counters_.refused.add();
         counters_.closes[static_cast<std::size_t>(CloseReason::refused)].add();
@@ -352,6 +374,10 @@ void Shard::apply(const Command& cmd) {
 
 void Shard::emit(unsigned worker, const Event& e) {
   outboxes_[worker].items.push_back(e);
+  if ((++emit_sample_ & HistogramCounters::kSampleMask) == 0) {
+    outboxes_[worker].items.back().stamp_us =
+        static_cast<std::uint32_t>(monotonic_ns() / 1000) | 1u;  // never 0 (= unsampled)
+  }
 }
 
 void Shard::service_workers() {
@@ -392,7 +418,8 @@ void Shard::service_workers() {
 void Shard::advance_stop() {
   if (phase_ == Phase::serving) {
     // Stop accepting; stop reading; let workers finish what is queued (barrier).
-    close_listener();
+    close_listeners();
+    close_all_pending();  // never seen by a handler: nothing to flush or report
     phase_ = Phase::draining;
     stop_deadline_ms_ = now_ms_ + core_.options().shutdown_timeout.count();
     table_.for_each_hosted(index_, [this](ConnectionId id) {
@@ -477,14 +504,16 @@ void Shard::process_resumes() {
 void Shard::on_event_failure(const epoll_event& ev, const char* what) {
   Conn* c = table_.find(ConnectionId::from_value(ev.data.u64), index_);
   if (c == nullptr) {
-    warn(std::string("event handling failed: ") + what);
+    warn(WarningCode::engine_error, Severity::error, {}, 0,
+         std::string("event handling failed: ") + what);
     return;
   }
   fail_conn(c, what);
 }
 
 void Shard::fail_conn(Conn* c, const char* what) {
-  warn("closing " + c->pub.getip() + ": " + what);
+  warn(WarningCode::out_of_memory, Severity::error, c->id(), 0,
+       "closing " + c->pub.getip() + ": " + what);
   if (c->state == ConnState::lingering) {
     close_fd(c);
     return;
@@ -500,6 +529,7 @@ void Shard::sweep_timers() {
     resume_accepting();
   }
   fd_epoch_seen_ = epoch;
+  if (!pending_.empty()) sweep_pending();
   const bool past_stop = phase_ != Phase::serving && now_ms_ >= stop_deadline_ms_;
   std::size_t keep = 0;
   for (std::size_t i = 0; i < timed_.size(); ++i) {
@@ -578,17 +608,21 @@ void Shard::wake_waiters() {
   wait_cv_.notify_all();
 }
 
-void Shard::warn(const std::string& msg) {
+void Shard::warn(WarningCode code, Severity severity, ConnectionId conn, int err,
+                 const std::string& msg) {
   counters_.warnings.add();
+  counters_.warnings_by[static_cast<std::size_t>(code)].add();
+  Warning w;
+  w.shard = static_cast<int>(index_);
   if (now_ms_ - warn_window_ms_ >= 1000) {
     if (warn_suppressed_ > 0) {
-      std::string note = "esockets: shard " + std::to_string(index_) + ": " +
-                         std::to_string(warn_suppressed_) + " similar warnings suppressed";
+      const std::string note = "esockets: shard " + std::to_string(index_) + ": " +
+                               std::to_string(warn_suppressed_) + " similar warnings suppressed";
       warn_suppressed_ = 0;
-      try {
-        core_.handler().on_warning(note);
-      } catch (...) {
-      }
+      w.code = WarningCode::suppressed;
+      w.severity = Severity::warning;
+      w.text = note;
+      core_.report(w);
     }
     warn_window_ms_ = now_ms_;
     warn_in_window_ = 0;
@@ -598,11 +632,13 @@ void Shard::warn(const std::string& msg) {
     return;
   }
   ++warn_in_window_;
-  try {
-    core_.handler().on_warning("esockets: shard " + std::to_string(index_) + ": " + msg);
-  } catch (...) {
-    // A throwing on_warning must not take the shard down.
-  }
+  const std::string text = "esockets: shard " + std::to_string(index_) + ": " + msg;
+  w.code = code;
+  w.severity = severity;
+  w.connection = conn;
+  w.error = err;
+  w.text = text;
+  core_.report(w);  // a throwing on_warning must not take the shard down: report() catches
 }
 
 }  // namespace esockets::detail

@@ -27,7 +27,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "clock.hpp"
 #include "conn.hpp"
+#include "esockets/proxy.hpp"
+#include "esockets/warning.hpp"
 #include "connection_table.hpp"
 #include "framer.hpp"
 #include "mailbox.hpp"
@@ -49,10 +52,20 @@ struct AdoptBatch {
   // shard takes them in first, so they keep their place ahead of later commands.
   std::vector<Command> posted;
 };
-// A socket accepted on one shard and placed on another (least_loaded balance).
+// A socket accepted on one shard and placed on another (least_loaded balance), or one still
+// sending its PROXY header handed on by a retiring shard (nothing of it was read: peeked only).
 struct FreshFd {
   int fd;
   PeerAddress peer;
+  std::uint16_t listener = 0;
+  std::int64_t proxy_deadline_ms = 0;  // PROXY stage under way: its deadline (0 = not started)
+};
+// A connection of a PROXY listener whose header has not arrived yet: outside the connection
+// table, in no handler's view. Its epoll tag is ConnectionId(kPendingShard, fd, 0).
+struct PendingProxy {
+  PeerAddress peer;  // the proxy's address
+  std::uint16_t listener = 0;
+  std::int64_t deadline_ms = 0;
 };
 // Move up to `count` connections to `targets` (spread evenly); retire = all, then exit.
 struct MoveRequest {
@@ -63,7 +76,9 @@ struct MoveRequest {
 
 class Shard {
  public:
-  Shard(ServerCore& core, std::uint32_t index, int listen_fd);
+  // listen_fds[i]: this shard's socket of TCP listener i (-1 for a Unix listener, whose one
+  // socket the ServerCore owns and every shard polls).
+  Shard(ServerCore& core, std::uint32_t index, const std::vector<int>& listen_fds);
   ~Shard();
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
@@ -73,7 +88,7 @@ class Shard {
   /// Resize thread, after join(): give back what a retired shard holds (queues, buffers, pool);
   /// revive() makes it a live shard again on a new listener (the index is reused).
   void release();
-  void revive(int listen_fd);
+  void revive(const std::vector<int>& listen_fds);
   /// Any thread: begin the stop protocol.
   void request_stop();
   /// True once the thread has left its loop (after stop or retire).
@@ -85,8 +100,12 @@ class Shard {
   std::uint64_t moves_done() const { return moves_done_.load(std::memory_order_acquire); }
 
   std::uint32_t index() const { return index_; }
-  int listen_fd() const { return listen_fd_; }
+  /// This shard's socket of listener i (-1 once closed; a Unix listener's shared socket).
+  int listen_fd(std::size_t i) const { return i < listeners_.size() ? listeners_[i].fd : -1; }
   ShardCounters& counters() { return counters_; }
+  const HistogramCounters& handler_time() const { return handler_time_; }
+  /// The CPU this shard's thread is pinned to, or -1.
+  int cpu() const { return cpu_.load(std::memory_order_relaxed); }
   const ShardCounters& counters() const { return counters_; }
 
   /// Any thread, inside the RouteEpoch after accepting(): queue a command from a thread that
@@ -126,9 +145,19 @@ class Shard {
   ThreadTimers& timers() { return timers_; }
 
  private:
-  // epoll data of the listener and the wakeup eventfd: ids no connection can have (gen 0).
-  static constexpr std::uint64_t kListenerTag = ConnectionId(0, 0xffffff, 0).value();
+  // epoll data of the listeners, the wakeup eventfd and PROXY-stage sockets: ids no connection
+  // can have (generation 0; a lingering socket's tag carries its shard's index, below 0xfe).
+  static constexpr std::uint32_t kListenerSlot0 = 0xffff00;  // listener i: slot 0xffff00 + i
   static constexpr std::uint64_t kWakeTag = ConnectionId(0, 0xfffffe, 0).value();
+  static constexpr std::uint32_t kPendingShard = 0xff;
+  static constexpr std::uint64_t listener_tag(std::size_t i) {
+    return ConnectionId(0, kListenerSlot0 + static_cast<std::uint32_t>(i), 0).value();
+  }
+  struct ShardListener {
+    int fd = -1;
+    bool shared = false;    // a Unix listener's socket: not ours to close
+    bool in_epoll = false;
+  };
   static constexpr std::size_t kCommandBatch = 512;  // commands popped from a queue at a time
   enum class Phase : std::uint8_t { serving, draining, closing, done };
   enum class Move : std::uint8_t { idle, grace, quiescing, finishing };
@@ -139,9 +168,22 @@ class Shard {
   int next_timeout_ms() const;
 
   // shard_io.cpp: the connection state machine.
-  void accept_ready();
-  void setup_accepted(int fd, const PeerAddress& peer);
+  void accept_ready(std::size_t li);
+  bool admit(int fd, std::size_t li);
+  void place_accepted(int fd, const PeerAddress& peer, std::uint16_t li);
+  void start_connection(int fd, const PeerAddress& peer, std::uint16_t li, std::int64_t deadline);
+  void setup_accepted(int fd, const PeerAddress& peer, std::uint16_t li,
+                      std::unique_ptr<ProxyInfo> proxy);
+  void drop_accepted(int fd, std::uint16_t li);
   void close_refused(int fd);
+  bool listen_epoll(std::size_t li, bool on);
+  // shard_proxy.cpp: the PROXY protocol stage.
+  void begin_pending(int fd, const PeerAddress& peer, std::uint16_t li, std::int64_t deadline);
+  void pending_ready(int fd, std::uint32_t events);
+  void fail_pending(int fd, CloseReason reason, const char* why);
+  void sweep_pending();
+  void hand_over_pending();
+  void close_all_pending();
   void pause_accepting(std::int64_t until_ms);
   void resume_accepting();
   void readable(Conn* c);
@@ -199,7 +241,8 @@ class Shard {
   void update_load();
   void flush_dirty();
   void free_graveyard();
-  void warn(const std::string& msg);
+  void warn(WarningCode code, Severity severity, ConnectionId conn, int err,
+            const std::string& msg);
   template <class Fn>
   void call_handler(Conn* c, Fn&& fn);
   std::uint32_t tick() const { return static_cast<std::uint32_t>((now_ms_ - epoch_ms_) / 10) + 1; }
@@ -211,16 +254,20 @@ class Shard {
   void hand_over_batch();
   void send_batch(AdoptBatch* b);
   void adopt_batch(AdoptBatch* batch);
-  void close_listener();
+  void close_listeners();
 
   ServerCore& core_;
   const std::uint32_t index_;
-  int listen_fd_;
+  std::vector<ShardListener> listeners_;
   int epfd_ = -1;
   Wakeup wake_{true};
   ConnectionTable& table_;
   Framer framer_;  // this shard's copy (framing config is immutable)
   ShardCounters counters_;
+  HistogramCounters handler_time_;
+  std::atomic<int> cpu_{-1};
+  unsigned handler_sample_ = 0;
+  unsigned emit_sample_ = 0;
   std::unique_ptr<CommandInbox> inbox_;
   std::vector<std::unique_ptr<CommandQueue>> from_workers_;
   std::vector<std::unique_ptr<EventQueue>> to_workers_;
@@ -259,6 +306,8 @@ class Shard {
   std::vector<Conn*> graveyard_;
   std::vector<Command> cmd_batch_;
   std::vector<Command> posted_;  // Server::post to run with inline handlers, in order
+  std::unordered_map<int, PendingProxy> pending_;  // PROXY stage, by fd
+  std::vector<char> peek_buf_;  // PROXY headers are peeked into it (the largest max_proxy_header)
   ThreadTimers timers_;
   // Commands for connections being handed to us, held until the hand-over arrives.
   std::unordered_map<std::uint64_t, std::vector<Command>> incoming_;
@@ -304,12 +353,20 @@ class Shard {
 template <class Fn>
 void Shard::call_handler(Conn* c, Fn&& fn) {
   try {
-    fn();
+    if ((++handler_sample_ & HistogramCounters::kSampleMask) == 0) {
+      const std::int64_t t0 = monotonic_ns();
+      fn();
+      handler_time_.record(static_cast<std::uint64_t>(monotonic_ns() - t0));
+    } else {
+      fn();
+    }
   } catch (const std::exception& ex) {
-    warn("handler threw for " + c->pub.getip() + ": " + ex.what());
+    warn(WarningCode::handler_exception, Severity::warning, c->id(), 0,
+         "handler threw for " + c->pub.getip() + ": " + ex.what());
     begin_close(c, CloseReason::handler_exception);
   } catch (...) {
-    warn("handler threw a non-std exception for " + c->pub.getip());
+    warn(WarningCode::handler_exception, Severity::warning, c->id(), 0,
+         "handler threw a non-std exception for " + c->pub.getip());
     begin_close(c, CloseReason::handler_exception);
   }
 }

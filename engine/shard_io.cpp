@@ -68,7 +68,8 @@ void Shard::readable(Conn* c) {
         abort_conn(c, CloseReason::reset);
         return;
       case IoFailure::other:
-        warn(errno_message(("read failed for " + c->pub.getip()).c_str(), err));
+        warn(WarningCode::io_error, Severity::warning, c->id(), err,
+             errno_message(("read failed for " + c->pub.getip()).c_str(), err));
         abort_conn(c, CloseReason::io_error);
         return;
     }
@@ -96,7 +97,8 @@ bool Shard::deliver_frame(Conn* c, std::string_view frame) {
   if (!frame.empty()) {
     copy = std::malloc(frame.size());
     if (copy == nullptr) {
-      warn("out of memory copying a message for " + c->pub.getip());
+      warn(WarningCode::out_of_memory, Severity::error, c->id(), 0,
+           "out of memory copying a message for " + c->pub.getip());
       begin_close(c, CloseReason::io_error);
       return false;
     }
@@ -138,7 +140,8 @@ void Shard::deliver(Conn* c, const char* p, std::size_t n) {
 void Shard::framing_failed(Conn* c) {
   const ConnectionId id = c->id();
   const char* why = framer_.error_reason(c->frame);
-  warn(std::string("framing error from ") + c->pub.getip() + ": " + why);
+  warn(WarningCode::framing_error, Severity::info, c->id(), 0,
+       std::string("framing error from ") + c->pub.getip() + ": " + why);
   c->frame.clear();
   // The handler may answer (an error reply); it goes out before the close. With workers the
   // close waits for the worker's ack, so replies to earlier frames go out first too.
@@ -293,7 +296,10 @@ void Shard::flush(Conn* c) {
       if (c->write_stall_tick == 0) c->write_stall_tick = tick();
       break;
     }
-    if (f == IoFailure::other) warn(errno_message(("send failed for " + c->pub.getip()).c_str(), err));
+    if (f == IoFailure::other) {
+      warn(WarningCode::io_error, Severity::warning, c->id(), err,
+           errno_message(("send failed for " + c->pub.getip()).c_str(), err));
+    }
     abort_conn(c, f == IoFailure::reset ? CloseReason::reset : CloseReason::io_error);
     return;
   }
@@ -322,7 +328,8 @@ void Shard::update_interest(Conn* c) {
                     : c->id().value();
   int op = !should_register ? EPOLL_CTL_DEL : (c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD);
   if (::epoll_ctl(epfd_, op, c->fd(), &ev) != 0) {
-    warn(errno_message("epoll_ctl failed", errno));
+    const int err = errno;
+    warn(WarningCode::io_error, Severity::error, c->id(), err, errno_message("epoll_ctl failed", err));
   }
   c->registered = should_register;
   c->armed = should_register ? want : 0;
@@ -405,9 +412,11 @@ void Shard::retire(Conn* c, CloseReason reason) {
     try {
       core_.handler().on_client_disconnect(c->pub, reason);
     } catch (const std::exception& ex) {
-      warn(std::string("on_client_disconnect threw: ") + ex.what());
+      warn(WarningCode::handler_exception, Severity::warning, id, 0,
+           std::string("on_client_disconnect threw: ") + ex.what());
     } catch (...) {
-      warn("on_client_disconnect threw a non-std exception");
+      warn(WarningCode::handler_exception, Severity::warning, id, 0,
+           "on_client_disconnect threw a non-std exception");
     }
     // Typed state and timers end with the handler's view of the connection.
     c->pub.release_extras();
@@ -424,6 +433,7 @@ void Shard::close_fd(Conn* c) {
   table_.clear(static_cast<std::uint32_t>(fd));
   ::close(fd);  // also leaves the epoll set
   core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
+  core_.listener(c->pub.listener_).connections.fetch_sub(1, std::memory_order_relaxed);
   core_.load_of(index_).fetch_sub(1, std::memory_order_relaxed);
   c->timed = false;
   graveyard_.push_back(c);
@@ -433,7 +443,8 @@ void Shard::close_fd(Conn* c) {
 
 void Shard::close_slow_consumer(Conn* c) {
   // The peer is not reading: what is queued would never arrive in time. Drop it and close.
-  warn("output of " + c->pub.getip() + " passed output_hard_cap: closing as slow consumer");
+  warn(WarningCode::slow_consumer, Severity::info, c->id(), 0,
+       "output of " + c->pub.getip() + " passed output_hard_cap: closing as slow consumer");
   counters_.output_bytes.sub(c->out.bytes());
   c->out.clear(pool_);
   c->write_stall_tick = 0;

@@ -31,11 +31,13 @@ constexpr std::size_t kBatch = 1024;
 constexpr std::int64_t kRetireGraceMs = 200;
 }  // namespace
 
-void Shard::close_listener() {
-  if (listen_fd_ < 0) return;
-  ::epoll_ctl(epfd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
-  ::close(listen_fd_);
-  listen_fd_ = -1;
+void Shard::close_listeners() {
+  for (std::size_t i = 0; i < listeners_.size(); ++i) {
+    ShardListener& l = listeners_[i];
+    listen_epoll(i, false);
+    if (l.fd >= 0 && !l.shared) ::close(l.fd);  // a Unix listener's socket stays for the others
+    l.fd = -1;
+  }
   accept_paused_ = false;
 }
 
@@ -68,8 +70,13 @@ void Shard::advance_move() {
     case Move::grace:
       if (now_ms_ < grace_end_ms_) return;
       accept_paused_ = false;
-      accept_ready();  // whatever completed its handshake here before the steering
-      close_listener();
+      for (std::size_t i = 0; i < listeners_.size(); ++i) {
+        // Whatever completed its handshake on our TCP sockets before the steering. A Unix
+        // listener's queue is shared: the other shards take what waits there.
+        if (!listeners_[i].shared) accept_ready(i);
+      }
+      close_listeners();
+      hand_over_pending();  // PROXY-stage sockets go on to the shards that stay
       move_ = Move::quiescing;
       if (!start_batch()) move_ = Move::finishing;
       return;

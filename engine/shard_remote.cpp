@@ -173,7 +173,7 @@ void Shard::release() {
   thread_ = std::thread();
 }
 
-void Shard::revive(int listen_fd) {
+void Shard::revive(const std::vector<int>& listen_fds) {
   // A new shard on this index: fresh queues and buffers, then open for pushes again.
   const auto& o = core_.options();
   inbox_ = std::make_unique<CommandInbox>(o.command_queue_capacity);
@@ -182,12 +182,16 @@ void Shard::revive(int listen_fd) {
   rbuf_size_ = o.read_chunk;
   rbuf_.reset(new char[rbuf_size_]);
   cmd_batch_.resize(kCommandBatch);
-  listen_fd_ = listen_fd;
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = kListenerTag;
-  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, listen_fd_, &ev) != 0) {
-    throw std::system_error(errno, std::generic_category(), "esockets: epoll_ctl(listener)");
+  listeners_.clear();
+  for (std::size_t i = 0; i < listen_fds.size(); ++i) {
+    const int shared = core_.listener(i).shared_fd;
+    listeners_.push_back(ShardListener{listen_fds[i] >= 0 ? listen_fds[i] : shared,
+                                       listen_fds[i] < 0, false});
+  }
+  for (std::size_t i = 0; i < listeners_.size(); ++i) {
+    if (!listen_epoll(i, true)) {
+      throw std::system_error(errno, std::generic_category(), "esockets: epoll_ctl(listener)");
+    }
   }
   phase_ = Phase::serving;
   move_ = Move::idle;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <cstdint>
 
 #include "esockets/stats.hpp"
@@ -20,6 +21,30 @@ class Counter {
   std::atomic<std::uint64_t> v_{0};
 };
 
+// A DurationHistogram kept by one thread (relaxed load+store), read by any for stats().
+class HistogramCounters {
+ public:
+  static constexpr unsigned kSampleMask = 7;  // one observation in 8 is timed
+
+  void record(std::uint64_t ns) {
+    const std::uint64_t us = (ns + 999) / 1000;  // bucket i: at most 2^i us
+    std::size_t b = us <= 1 ? 0 : static_cast<std::size_t>(std::bit_width(us - 1));
+    if (b > DurationHistogram::kBounds) b = DurationHistogram::kBounds;
+    buckets_[b].add();
+    count_.add();
+    sum_ns_.add(ns);
+  }
+  void add_to(DurationHistogram& h) const {
+    for (std::size_t i = 0; i <= DurationHistogram::kBounds; ++i) h.counts[i] += buckets_[i].get();
+    h.count += count_.get();
+    h.sum_ns += sum_ns_.get();
+  }
+
+ private:
+  Counter buckets_[DurationHistogram::kBounds + 1];
+  Counter count_, sum_ns_;
+};
+
 struct ShardCounters {
   Counter connections, accepts, refused, accept_errors, bytes_in, bytes_out, messages_in,
       messages_out, paused, output_bytes, warnings;
@@ -27,6 +52,7 @@ struct ShardCounters {
   // Sends refused for a full inbox; written by the refused senders (any thread): a true RMW.
   std::atomic<std::uint64_t> send_backpressure{0};
   Counter closes[kCloseReasonCount];
+  Counter warnings_by[kWarningCodeCount];
   Counter busy_permille;   // share of the last second not spent in epoll_wait, 0..1000
   Counter events_per_sec;  // epoll events handled in the last second
   Counter events_pushed;   // events put into worker queues (shard)
@@ -55,6 +81,7 @@ struct ShardCounters {
     std::uint64_t popped = events_popped.load(std::memory_order_relaxed);
     s.worker_queue_depth = (pushed > popped ? pushed - popped : 0) + outbox_backlog.get();
     for (std::size_t i = 0; i < kCloseReasonCount; ++i) s.closes[i] = closes[i].get();
+    for (std::size_t i = 0; i < kWarningCodeCount; ++i) s.warnings_by_code[i] = warnings_by[i].get();
     return s;
   }
 };

@@ -74,7 +74,9 @@ void Shard::run_timers() {
         Conn* c = table_.find(pub.id(), index_);
         call_handler(c, [&] { fn(pub); });
       },
-      [this](const std::string& msg) { warn(msg); });
+      [this](const std::string& msg) {
+        warn(WarningCode::handler_exception, Severity::warning, {}, 0, msg);
+      });
 }
 
 int Shard::timers_timeout_ms() const {

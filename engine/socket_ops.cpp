@@ -50,7 +50,7 @@ bool is_numeric_host(const std::string& host) {
 }
 
 int create_listener_or_throw(const std::string& host, std::uint16_t port, int backlog,
-                             const AcceptedSocketOptions& accepted) {
+                             const AcceptedSocketOptions& accepted, bool v6_only) {
   sockaddr_storage ss{};
   socklen_t len = 0;
   auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
@@ -76,10 +76,19 @@ int create_listener_or_throw(const std::string& host, std::uint16_t port, int ba
     ::close(fd);
     throw_bind_error(err, "setsockopt(SO_REUSEPORT) on", host, port, "");
   }
+  if (ss.ss_family == AF_INET6) {
+    const int v6 = v6_only ? 1 : 0;
+    if (::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof v6) != 0) {
+      int err = errno;
+      ::close(fd);
+      throw_bind_error(err, "setsockopt(IPV6_V6ONLY) on", "[" + host + "]", port, "");
+    }
+  }
   if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
     int err = errno;
     ::close(fd);
-    throw_bind_error(err, "bind", host, port, bind_advice(err));
+    throw_bind_error(err, "bind", ss.ss_family == AF_INET6 ? "[" + host + "]" : host, port,
+                     bind_advice(err));
   }
   // Inherited by every accepted socket (see AcceptedSocketOptions).
   if (accepted.nodelay) set_nodelay(fd);
@@ -115,9 +124,16 @@ PeerAddress to_peer_address(const sockaddr_storage& ss) {
     std::memcpy(p.addr, &s4->sin_addr, 4);
   } else if (ss.ss_family == AF_INET6) {
     const auto* s6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-    p.family = AF_INET6;
     p.port = ntohs(s6->sin6_port);
-    std::memcpy(p.addr, &s6->sin6_addr, 16);
+    if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+      p.family = AF_INET;
+      std::memcpy(p.addr, reinterpret_cast<const std::uint8_t*>(&s6->sin6_addr) + 12, 4);
+    } else {
+      p.family = AF_INET6;
+      std::memcpy(p.addr, &s6->sin6_addr, 16);
+    }
+  } else if (ss.ss_family == AF_UNIX) {
+    p.family = AF_UNIX;
   }
   return p;
 }

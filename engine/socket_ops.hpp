@@ -23,8 +23,9 @@ struct AcceptedSocketOptions {
 
 // Creates a non-blocking SO_REUSEPORT listener bound to host:port and listening.
 // Throws std::system_error whose message names host:port and what to change.
+// For IPv6, v6_only sets IPV6_V6ONLY (false: IPv4 clients too, whatever the sysctl says).
 int create_listener_or_throw(const std::string& host, std::uint16_t port, int backlog,
-                             const AcceptedSocketOptions& accepted);
+                             const AcceptedSocketOptions& accepted, bool v6_only = false);
 
 // The port a bound socket ended up on.
 std::uint16_t bound_port(int fd);
@@ -32,6 +33,8 @@ std::uint16_t bound_port(int fd);
 // True if host is a numeric IPv4 or IPv6 address.
 bool is_numeric_host(const std::string& host);
 
+// An IPv4-mapped IPv6 address (a v4 client of a dual-stack listener) comes out as IPv4; a
+// Unix-domain peer as family AF_UNIX with no address.
 PeerAddress to_peer_address(const sockaddr_storage& ss);
 
 void set_nodelay(int fd);

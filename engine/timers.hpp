@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "esockets/connection.hpp"
+#include "esockets/proxy.hpp"
 #include "esockets/types.hpp"
 
 namespace esockets::detail {
@@ -54,6 +55,7 @@ struct ConnExtras {
   const void* tag = nullptr;
   std::vector<TimerNode*> timers;  // armed (a one-shot leaves when it runs); owned here
   ThreadTimers* home = nullptr;    // whose wheel links them
+  std::unique_ptr<ProxyInfo> proxy;  // the connection's PROXY header, if it came with one
 };
 
 // A repeating tick registered with Server::tick_every, run on every handler thread.

@@ -9,6 +9,7 @@
 #include "clock.hpp"
 #include "server_core.hpp"
 #include "shard.hpp"
+#include "threads.hpp"
 
 namespace esockets::detail {
 
@@ -61,6 +62,8 @@ bool Worker::any_event_queued() {
 
 void Worker::run() {
   tls_context = ThreadContext{&core_, -1, static_cast<int>(index_)};
+  cpu_.store(name_and_pin_thread("esk-worker-" + std::to_string(index_), core_.cpu_for_worker(index_)),
+             std::memory_order_relaxed);
   const std::size_t low_mark = core_.options().worker_queue_capacity / 2;
   while (true) {
     run_timers();
@@ -147,7 +150,7 @@ void Worker::run_timers() {
       [this](Connection& pub, const std::function<void(Connection&)>& fn) {
         guarded(conns_.at(pub.id().value()), "a timer", [&] { fn(pub); });
       },
-      [this](const std::string& msg) { warn(msg); });
+      [this](const std::string& msg) { warn(WarningCode::handler_exception, {}, msg); });
 }
 
 template <class Fn>
@@ -162,7 +165,8 @@ void Worker::guarded(WorkerConn& wc, const char* what, Fn&& fn) {
 }
 
 void Worker::fail(WorkerConn& wc, const char* what, const char* detail) {
-  warn(std::string("handler ") + what + " threw for " + wc.pub.getip() + ": " + detail);
+  warn(WarningCode::handler_exception, wc.pub.id(),
+       std::string("handler ") + what + " threw for " + wc.pub.getip() + ": " + detail);
   if (!wc.failed) {
     wc.failed = true;
     queue_control(Command{wc.pub.id().value(), nullptr, 0, CommandKind::close,
@@ -171,6 +175,10 @@ void Worker::fail(WorkerConn& wc, const char* what, const char* detail) {
 }
 
 void Worker::handle(unsigned shard, const Event& e) {
+  if (e.stamp_us != 0) {
+    const auto now_us = static_cast<std::uint32_t>(monotonic_ns() / 1000);
+    handoff_wait_.record(std::uint64_t{static_cast<std::uint32_t>(now_us - e.stamp_us)} * 1000);
+  }
   if (e.kind == EventKind::barrier) {
     queue_control(Command{0, nullptr, 0, CommandKind::barrier_ack, 0,
                           static_cast<std::uint8_t>(shard)});
@@ -211,17 +219,28 @@ void Worker::replay_held(std::uint64_t id) {
 }
 
 void Worker::process(unsigned shard, const Event& e) {
+  if ((++handler_sample_ & HistogramCounters::kSampleMask) != 0) {
+    process_event(shard, e);
+    return;
+  }
+  const std::int64_t t0 = monotonic_ns();
+  process_event(shard, e);
+  handler_time_.record(static_cast<std::uint64_t>(monotonic_ns() - t0));
+}
+
+void Worker::process_event(unsigned shard, const Event& e) {
   Handler& h = core_.handler();
   switch (e.kind) {
     case EventKind::connect: {
-      auto* peer = static_cast<PeerAddress*>(e.data);
+      std::unique_ptr<ConnectInfo> info(static_cast<ConnectInfo*>(e.data));
       WorkerConn& wc = conns_[e.id];
       wc.home = shard;
       wc.pub.core_ = &core_;
       wc.pub.id_ = ConnectionId::from_value(e.id);
       wc.pub.fd_ = static_cast<int>(e.len);
-      wc.pub.peer_ = *peer;
-      delete peer;
+      wc.pub.peer_ = info->peer;
+      wc.pub.listener_ = info->listener;
+      if (info->proxy) ExtrasAccess::make(wc.pub).proxy = std::move(info->proxy);
       try {
         if (!h.on_client_connect(wc.pub)) {
           wc.refused = true;
@@ -255,9 +274,11 @@ void Worker::process(unsigned shard, const Event& e) {
       try {
         h.on_client_disconnect(it->second.pub, static_cast<CloseReason>(e.reason));
       } catch (const std::exception& ex) {
-        warn(std::string("on_client_disconnect threw: ") + ex.what());
+        warn(WarningCode::handler_exception, it->second.pub.id(),
+             std::string("on_client_disconnect threw: ") + ex.what());
       } catch (...) {
-        warn("on_client_disconnect threw a non-std exception");
+        warn(WarningCode::handler_exception, it->second.pub.id(),
+             "on_client_disconnect threw a non-std exception");
       }
       it->second.pub.release_extras();  // typed state and timers end here
       conns_.erase(it);
@@ -314,20 +335,32 @@ void Worker::process(unsigned shard, const Event& e) {
   }
 }
 
-void Worker::warn(const std::string& msg) {
-  const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::steady_clock::now().time_since_epoch())
-                               .count();
-  core_.count_worker_warning();
+void Worker::warn(WarningCode code, ConnectionId conn, const std::string& msg) {
+  const std::int64_t now = monotonic_ms();
+  core_.count_worker_warning(code);
+  Warning w;
+  w.worker = static_cast<int>(index_);
   if (now - warn_window_ms_ >= 1000) {
+    if (warn_suppressed_ > 0) {
+      const std::string note = "esockets: worker " + std::to_string(index_) + ": " +
+                               std::to_string(warn_suppressed_) + " similar warnings suppressed";
+      warn_suppressed_ = 0;
+      w.code = WarningCode::suppressed;
+      w.text = note;
+      core_.report(w);
+    }
     warn_window_ms_ = now;
     warn_in_window_ = 0;
   }
-  if (++warn_in_window_ > 10) return;
-  try {
-    core_.handler().on_warning("esockets: worker " + std::to_string(index_) + ": " + msg);
-  } catch (...) {
+  if (++warn_in_window_ > 10) {
+    ++warn_suppressed_;
+    return;
   }
+  const std::string text = "esockets: worker " + std::to_string(index_) + ": " + msg;
+  w.code = code;
+  w.connection = conn;
+  w.text = text;
+  core_.report(w);
 }
 
 }  // namespace esockets::detail

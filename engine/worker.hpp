@@ -15,6 +15,7 @@
 #include "esockets/connection.hpp"
 #include "mailbox.hpp"
 #include "outgoing.hpp"
+#include "shard_stats.hpp"
 #include "timers.hpp"
 #include "wakeup.hpp"
 
@@ -41,6 +42,9 @@ class Worker {
   /// Any thread: wake the worker if it sleeps.
   void notify() { wake_.notify(); }
   std::uint64_t kernel_wakeups() const { return wake_.kernel_notifies(); }
+  const HistogramCounters& handler_time() const { return handler_time_; }
+  const HistogramCounters& handoff_wait() const { return handoff_wait_; }
+  int cpu() const { return cpu_.load(std::memory_order_relaxed); }
 
   /// Worker thread: queue a command (pushed in batches, in call order, to the shard that owns
   /// the connection at push time). Never refused: while more than command_queue_capacity wait,
@@ -61,7 +65,8 @@ class Worker {
 
   void run();
   void handle(unsigned shard, const Event& e);
-  void process(unsigned shard, const Event& e);
+  void process(unsigned shard, const Event& e);  // times a sample of them
+  void process_event(unsigned shard, const Event& e);
   void replay_held(std::uint64_t id);
   bool flush_pending();  // false if a shard's queue is full
   bool any_event_queued();
@@ -69,7 +74,8 @@ class Worker {
   void run_timers();
   template <class Fn>
   void guarded(WorkerConn& wc, const char* what, Fn&& fn);
-  void warn(const std::string& msg);
+  // Handler faults only (the worker makes no system calls that fail per connection).
+  void warn(WarningCode code, ConnectionId conn, const std::string& msg);
 
   ServerCore& core_;
   const unsigned index_;
@@ -89,6 +95,11 @@ class Worker {
   std::int64_t last_progress_ns_ = 0;  // when an event was last handled
   std::int64_t warn_window_ms_ = 0;
   unsigned warn_in_window_ = 0;
+  std::uint64_t warn_suppressed_ = 0;
+  HistogramCounters handler_time_;
+  HistogramCounters handoff_wait_;
+  std::atomic<int> cpu_{-1};
+  unsigned handler_sample_ = 0;
 };
 
 }  // namespace esockets::detail

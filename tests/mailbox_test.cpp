@@ -148,7 +148,8 @@ TEST(Mailbox, SharedPayloadFreedByLastReleaser) {
   dispose(Command{0, blk, 3, CommandKind::send, 0});
   dispose(Command{0, nullptr, 0, CommandKind::close, 0});
   dispose(Event{0, std::malloc(10), 10, EventKind::message, 0});
-  dispose(Event{0, new PeerAddress, 0, EventKind::connect, 0});
+  dispose(Event{0, new ConnectInfo{PeerAddress{}, 0, std::make_unique<ProxyInfo>()}, 0,
+                EventKind::connect, 0});
 }
 
 }  // namespace

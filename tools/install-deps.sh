@@ -10,7 +10,7 @@ packages=(cmake make g++ libboost-dev libgtest-dev libgmock-dev libbenchmark-dev
           redis-server redis-tools wrk nghttp2-client nginx-light curl
           doxygen pkg-config libcli11-dev nlohmann-json3-dev
           python3-venv python3-dev python3-setuptools python3-wheel python3-pybind11 pybind11-dev
-          python3-pytest zlib1g-dev)
+          python3-pytest zlib1g-dev haproxy prometheus)
 
 [ "${ESOCKETS_SKIP_DEPS:-}" = 1 ] && exit 0
 
@@ -26,6 +26,7 @@ cannot install what esockets needs. Install with your package manager:
   sanitizers and fuzzing: clang 14 with its compiler-rt runtime (libFuzzer)
   benchmarks:    Google Benchmark, libuv
   protocol tests: redis-server and redis-tools, wrk, h2load (nghttp2), nginx, curl
+  production tests: haproxy (PROXY protocol, drain), promtool (the prometheus package)
   API reference: doxygen
   Python package: Python 3 headers, venv, setuptools, wheel, pybind11, pytest
 (their Debian 12 names: ${packages[*]})

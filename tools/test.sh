@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds esockets and runs the whole test suite three times: Release, ASan+UBSan, TSan.
 # Heavy tests scale their counts down under the sanitizers (ESOCKETS_TEST_SCALE).
-# Then a short libFuzzer run of the framers (clang), replaying the corpus first.
+# Then a short libFuzzer run of the framers and the PROXY header parser (clang), replaying
+# each corpus first.
 # Each configuration fails if ctest finds no tests or fewer than tests/expected_test_count.txt
 # expects for it (tests that silently dropped out of the build). The release configuration also
 # builds the API reference (the `docs` target: Doxygen, failing on undocumented public API).
@@ -79,15 +80,22 @@ run_config() {
 }
 
 run_fuzz() {
-  local dir=$build_root/fuzz secs=${ESOCKETS_FUZZ_SECONDS:-30}
+  local dir=$build_root/fuzz secs=${ESOCKETS_FUZZ_SECONDS:-20}
   echo "=== esockets: fuzz build (clang, libFuzzer) ==="
   cmake --preset fuzz -B "$dir" >/dev/null
-  cmake --build "$dir" -j"$jobs" --target framer_fuzz
+  cmake --build "$dir" -j"$jobs" --target framer_fuzz proxy_fuzz
   local scratch
   scratch=$(mktemp -d)
   echo "=== esockets: fuzzing the framers for $secs s ==="
   "$dir/fuzz/framer_fuzz" -runs=0 fuzz/corpus
   "$dir/fuzz/framer_fuzz" -max_total_time="$secs" -print_final_stats=1 "$scratch" fuzz/corpus
+  rm -rf "$scratch"
+  # The PROXY header parser: a small input space, a shorter run (ESOCKETS_FUZZ_PROXY_SECONDS).
+  local proxy_secs=${ESOCKETS_FUZZ_PROXY_SECONDS:-10}
+  scratch=$(mktemp -d)
+  echo "=== esockets: fuzzing the PROXY header parser for $proxy_secs s ==="
+  "$dir/fuzz/proxy_fuzz" -runs=0 fuzz/corpus/proxy
+  "$dir/fuzz/proxy_fuzz" -max_total_time="$proxy_secs" -print_final_stats=1 "$scratch" fuzz/corpus/proxy
   rm -rf "$scratch"
   echo "=== esockets: fuzz passed ==="
 }

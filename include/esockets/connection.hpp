@@ -16,6 +16,7 @@
 namespace esockets {
 
 class Server;
+struct ProxyInfo;
 namespace detail {
 struct ConnExtras;
 struct ExtrasAccess;
@@ -30,10 +31,12 @@ struct WorkerConn;
 
 /// The peer address in a compact form (IPv4 or IPv6 plus port).
 struct PeerAddress {
-  std::uint8_t family = 0;  ///< AF_INET or AF_INET6 (0 when unknown)
+  /// AF_INET or AF_INET6; AF_UNIX for a client of a Unix-domain listener (no address); 0 when
+  /// unknown. An IPv4 client of a dual-stack IPv6 listener reads as AF_INET.
+  std::uint8_t family = 0;
   std::uint16_t port = 0;   ///< host byte order
   std::uint8_t addr[16] = {};  ///< network byte order: 4 bytes (IPv4) or 16 (IPv6)
-  /// "ip:port" for IPv4, "[ip]:port" for IPv6.
+  /// "ip:port" for IPv4, "[ip]:port" for IPv6, "unix:" for a Unix-domain client.
   std::string to_string() const;
 };
 
@@ -55,6 +58,12 @@ class Connection {
   const PeerAddress& peer() const { return peer_; }
   /// The server this connection belongs to.
   Server& server() const;
+  /// Which listener the client came through: its index in ServerOptions::listeners (0 for
+  /// the host:port listener of a server without a list).
+  std::uint16_t listener() const { return listener_; }
+  /// The PROXY protocol header the client's proxy sent (a listener with proxy_protocol), or
+  /// nullptr. Valid, like the connection, until on_client_disconnect returns.
+  const ProxyInfo* proxy() const;
 
   /// Queues bytes for the client; never blocks. Same as Server::send(id(), bytes).
   SendStatus send(Bytes bytes);
@@ -127,6 +136,7 @@ class Connection {
   ConnectionId id_{};
   int fd_ = -1;
   PeerAddress peer_{};
+  std::uint16_t listener_ = 0;
   void* user_ = nullptr;
   detail::ConnExtras* extras_ = nullptr;  // typed state and timers; allocated on first use
 };

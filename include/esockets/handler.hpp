@@ -14,6 +14,7 @@
 
 #include "esockets/connection.hpp"
 #include "esockets/types.hpp"
+#include "esockets/warning.hpp"
 
 namespace esockets {
 
@@ -60,8 +61,13 @@ class Handler {
   virtual void on_server_shutting_down(Server& server) { (void)server; }
   /// Every connection is closed and every engine thread has ended.
   virtual void on_server_shut_down(Server& server) { (void)server; }
-  /// Something went wrong that is not one connection's business (or is, and is worth a line).
-  /// Rate-limited per shard; every warning is counted in stats().warnings.
+  /// Something went wrong that is not one connection's business (or is, and is worth a line),
+  /// as a record: severity, a stable code, the shard or worker, the connection, errno, text.
+  /// Rate-limited per thread (a WarningCode::suppressed record says how many were dropped);
+  /// every warning is counted in stats() (warnings, and warnings_by_code per code). The
+  /// default passes the text to on_warning(std::string_view).
+  virtual void on_warning(const Warning& warning) { on_warning(warning.text); }
+  /// The text of each warning (the seed's callback); called by the default of the above.
   virtual void on_warning(std::string_view message) { (void)message; }
 };
 

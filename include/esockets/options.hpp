@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "esockets/decoder.hpp"
+#include "esockets/listener.hpp"
 
 namespace esockets {
 
@@ -27,11 +29,24 @@ enum class Balance : std::uint8_t {
                  ///< weighted by busy time); accepted on one shard, handed to another if needed
 };
 
+/// Which CPUs the engine's threads run on.
+struct CpuAffinity {
+  /// Pin shard i to cpus[i % size] and worker j to cpus[(shards + j) % size]; empty = no
+  /// pinning (unless automatic). Each entry must be a CPU this process may run on.
+  std::vector<int> cpus;
+  /// Pin shards and workers round-robin over the CPUs this process may run on (its
+  /// sched_getaffinity set), shards first. Ignored when cpus is not empty.
+  bool automatic = false;
+};
+
 /// Options of a Server. Every field has a safe default; Server's constructor validates them
 /// and throws std::invalid_argument naming the field and what to change.
 struct ServerOptions {
-  std::string host = "127.0.0.1";  ///< numeric IPv4/IPv6 address to bind ("0.0.0.0" for all)
-  std::uint16_t port = 0;          ///< 0 = ephemeral; read the bound port with Server::port()
+  /// The listeners (TCP over IPv4 / IPv6, Unix-domain sockets), each with its own options;
+  /// see ListenerOptions. Empty = one TCP listener on host:port with default options.
+  std::vector<ListenerOptions> listeners;
+  std::string host = "127.0.0.1";  ///< without listeners: numeric IPv4/IPv6 address to bind
+  std::uint16_t port = 0;          ///< without listeners: 0 = ephemeral (see Server::port())
   unsigned shards = 1;             ///< reactor threads, each with its own epoll and listener
   Balance balance = Balance::hash; ///< placement of new connections over shards
   unsigned workers = 0;            ///< 0 = handlers run inline on shard threads
@@ -85,6 +100,14 @@ struct ServerOptions {
   /// SO_SNDBUF / SO_RCVBUF for accepted sockets in bytes; 0 = the kernel's autotuning.
   int socket_send_buffer = 0;
   int socket_receive_buffer = 0;  ///< SO_RCVBUF; see socket_send_buffer
+
+  /// Serve GET /metrics (Prometheus / OpenMetrics text, render_metrics) and GET /health
+  /// (200, or 503 once Server::drain() or stop() began) on this address, from a thread of its
+  /// own: "127.0.0.1:9100", "[::1]:9100" or "unix:/path". Empty = no admin listener.
+  std::string admin;
+  /// CPU pinning of shard and worker threads (threads are named esk-shard-N / esk-worker-N
+  /// either way); the choice is reported in stats().
+  CpuAffinity cpu_affinity;
 };
 
 }  // namespace esockets

@@ -9,8 +9,10 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "esockets/handler.hpp"
+#include "esockets/listener.hpp"
 #include "esockets/options.hpp"
 #include "esockets/stats.hpp"
 #include "esockets/types.hpp"
@@ -53,8 +55,19 @@ class Server {
   /// True between start() and the end of stop().
   bool running() const;
 
-  /// The bound port (valid after start(); equals options.port unless that was 0).
+  /// The bound port of the first TCP listener (valid after start(); equals its configured
+  /// port unless that was 0); 0 if every listener is a Unix-domain one.
   std::uint16_t port() const;
+  /// The listeners as bound, in ServerOptions::listeners order (empty before start()).
+  std::vector<ListenerInfo> listeners() const;
+  /// The admin listener's address as bound ("127.0.0.1:41234"), or "" without one.
+  std::string admin_address() const;
+  /// Starts draining: GET /health on the admin listener answers 503 from now on, so a load
+  /// balancer stops sending new clients, while the server goes on serving everyone (stop()
+  /// ends it). stop() drains too. From any thread; idempotent.
+  void drain();
+  /// True once drain() or stop() was called.
+  bool draining() const;
   /// The options the server was built with.
   const ServerOptions& options() const;
 

@@ -63,8 +63,12 @@ enum class CloseReason : std::uint8_t {
   shutdown,           ///< the server stopped
   handler_exception,  ///< a handler threw while processing this connection
   io_error,           ///< an unexpected error from the kernel (errno reported in on_warning)
+  /// A PROXY protocol listener got no valid header: missing, malformed, oversized, or sent by
+  /// a source that is not a trusted proxy. The handler never saw the connection.
+  proxy_error,
+  proxy_timeout,      ///< a PROXY protocol header did not arrive in time (never reached the handler)
 };
-inline constexpr std::size_t kCloseReasonCount = 11;
+inline constexpr std::size_t kCloseReasonCount = 13;
 
 /// Stable snake_case name of a reason ("peer_closed", ...).
 const char* to_string(CloseReason reason) noexcept;

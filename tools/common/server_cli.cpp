@@ -26,9 +26,36 @@ ServerCli::ServerCli(std::string program, std::string usage)
 ServerCli::~ServerCli() = default;
 
 void ServerCli::add_server_flags(ServerOptions& o, const ServerFlags& which) {
-  option("--host", [&o](const char*, const std::string& v) { o.host = v; });
+  opts_ = &o;
+  option("--host", [this, &o](const char*, const std::string& v) {
+    o.host = v;
+    host_or_port_ = true;
+  });
   option("--port", [this, &o](const char* f, const std::string& v) {
     o.port = number<std::uint16_t>(f, v, 0, 65535);
+    host_or_port_ = true;
+  });
+  app_->add_option_function<std::vector<std::string>>("--listen", [this](const std::vector<std::string>& v) {
+    listen_.insert(listen_.end(), v.begin(), v.end());
+  })->expected(1, 1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app_->add_option_function<std::vector<std::string>>("--trusted-proxy", [this](const std::vector<std::string>& v) {
+    trusted_.insert(trusted_.end(), v.begin(), v.end());
+  })->expected(1, 1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app_->add_flag("--proxy-protocol", proxy_);
+  option("--admin", [&o](const char*, const std::string& v) { o.admin = v; });
+  option("--cpus", [this, &o](const char* f, const std::string& v) {
+    o.cpu_affinity = {};
+    if (v == "auto") {
+      o.cpu_affinity.automatic = true;
+      return;
+    }
+    std::string_view rest(v);
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      o.cpu_affinity.cpus.push_back(number<int>(f, rest.substr(0, comma), 0, 1023));
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    }
+    if (o.cpu_affinity.cpus.empty()) usage_error(std::string(f) + " needs auto or a list like 0,1");
   });
   option("--shards", [this, &o, max = which.max_shards](const char* f, const std::string& v) {
     o.shards = number<unsigned>(f, v, 1, max);
@@ -75,6 +102,28 @@ void ServerCli::parse(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     usage_error(e.what());
   }
+  if (opts_ == nullptr) return;
+  if (!listen_.empty() && host_or_port_) {
+    usage_error("--listen replaces --host and --port: give the address as --listen HOST:PORT");
+  }
+  if (!trusted_.empty() && !proxy_) {
+    usage_error("--trusted-proxy is used only with --proxy-protocol");
+  }
+  if (listen_.empty() && proxy_) {
+    // The --host/--port listener, spelled as an address.
+    const std::string& h = opts_->host;
+    listen_.push_back((h.find(':') != std::string::npos ? "[" + h + "]" : h) + ":" +
+                      std::to_string(opts_->port));
+  }
+  for (const std::string& a : listen_) {
+    ListenerOptions l;
+    l.address = a;
+    if (proxy_) {
+      l.proxy_protocol = ProxyProtocol::any;
+      if (!trusted_.empty()) l.trusted_proxies = trusted_;
+    }
+    opts_->listeners.push_back(std::move(l));
+  }
 }
 
 void ServerCli::usage_error(const std::string& msg) const {
@@ -94,10 +143,18 @@ std::chrono::milliseconds ServerCli::seconds(std::string_view flag, std::string_
   return std::chrono::milliseconds(static_cast<long long>(secs * 1000.0 + 0.5));
 }
 
-void ServerCli::print_listening(const std::string& host, std::uint16_t port,
-                                const std::string& detail) const {
+void ServerCli::print_listening(const Server& server, const std::string& detail) const {
   if (quiet_) return;
-  std::printf("%s listening on %s:%u (%s)\n", program_.c_str(), host.c_str(), port, detail.c_str());
+  std::string where;
+  for (const ListenerInfo& l : server.listeners()) {
+    if (!where.empty()) where += ", ";
+    where += l.address;
+    if (l.proxy_protocol != ProxyProtocol::off) where += " (PROXY)";
+  }
+  std::string more = detail;
+  const std::string admin = server.admin_address();
+  if (!admin.empty()) more += " admin=" + admin;
+  std::printf("%s listening on %s (%s)\n", program_.c_str(), where.c_str(), more.c_str());
   std::fflush(stdout);
 }
 

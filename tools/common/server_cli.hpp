@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "esockets/options.hpp"
 
@@ -49,6 +50,10 @@ class ServerCli {
 
   /// --host H, --port P (0..65535), --shards N, --workers N (0..255), and as `which` says
   /// --max-connections N and --max-frame BYTES, all bound to `o`; -q/--quiet sets quiet().
+  /// Also the production flags: --listen ADDR (repeatable: 127.0.0.1:9000, [::1]:9000,
+  /// unix:/path, unix:@name; replaces --host/--port), --proxy-protocol (every listener reads
+  /// a PROXY v1 or v2 header first), --trusted-proxy CIDR (repeatable; default 127.0.0.0/8
+  /// and ::1), --admin ADDR (GET /metrics and /health there), --cpus LIST|auto (pinning).
   void add_server_flags(ServerOptions& o, const ServerFlags& which = {});
   /// A flag taking one value (the last one wins when repeated); apply(flag, value) checks and
   /// stores it, calling usage_error() (through number() / seconds()) when it is bad.
@@ -79,7 +84,9 @@ class ServerCli {
 
   /// Unless quiet(): "PROGRAM listening on HOST:PORT (DETAIL)" and a flush (tests and scripts
   /// read the port from this first line).
-  void print_listening(const std::string& host, std::uint16_t port, const std::string& detail) const;
+  /// With several listeners they follow the first, comma-separated; an admin listener is
+  /// named in DETAIL ("admin=ADDR").
+  void print_listening(const Server& server, const std::string& detail) const;
   /// Runs the server part of main: 0 when it returns, 2 ("PROGRAM: ...") when it throws
   /// std::invalid_argument (options the Server rejects), 1 ("PROGRAM: cannot start: ...") for
   /// any other exception.
@@ -90,6 +97,11 @@ class ServerCli {
   std::string usage_;
   std::unique_ptr<CLI::App> app_;
   bool quiet_ = false;
+  ServerOptions* opts_ = nullptr;  // add_server_flags' target: parse() builds its listeners
+  std::vector<std::string> listen_;
+  std::vector<std::string> trusted_;
+  bool proxy_ = false;
+  bool host_or_port_ = false;
 };
 
 /// SIGINT and SIGTERM stop one Server through request_stop() (async-signal-safe) from a signal

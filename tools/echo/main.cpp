@@ -19,6 +19,17 @@ constexpr const char* kUsage =
     "usage: esockets-echo [options]\n"
     "  --host H              numeric address to bind (default 127.0.0.1)\n"
     "  --port P              port (default 0 = ephemeral; the bound port is printed)\n"
+    "  --listen ADDR         listen here instead of --host/--port; repeat for several:\n"
+    "                        127.0.0.1:9000, [::1]:9000, unix:/path/sock, unix:@name\n"
+    "  --proxy-protocol      every listener reads a PROXY v1/v2 header (HAProxy send-proxy)\n"
+    "                        before the client's bytes, and reports the client it names\n"
+    "  --trusted-proxy CIDR  with --proxy-protocol: a source allowed to send the header;\n"
+    "                        repeatable (default 127.0.0.0/8 and ::1)\n"
+    "  --admin ADDR          serve GET /metrics (Prometheus/OpenMetrics) and GET /health\n"
+    "                        (503 while draining) on ADDR, e.g. 127.0.0.1:9100\n"
+    "  --drain SEC           on SIGTERM, first drain for SEC seconds (/health says 503, all\n"
+    "                        clients still served), then stop (default 0)\n"
+    "  --cpus LIST|auto      pin shards then workers to these CPUs, round-robin (0,1 or auto)\n"
     "  --shards N            reactor threads (default 1)\n"
     "  --workers N           handler threads, 0 = inline on the shards (default 0)\n"
     "  --framing F           raw | line | length-prefixed (default raw)\n"
@@ -57,8 +68,9 @@ class EchoHandler : public esockets::Handler {
       conn.send(msg);
     }
   }
-  void on_warning(std::string_view msg) override {
-    std::fprintf(stderr, "warning: %.*s\n", static_cast<int>(msg.size()), msg.data());
+  void on_warning(const esockets::Warning& w) override {
+    std::fprintf(stderr, "%s [%s]: %.*s\n", esockets::to_string(w.severity),
+                 esockets::to_string(w.code), static_cast<int>(w.text.size()), w.text.data());
   }
 
  private:
@@ -70,6 +82,7 @@ class EchoHandler : public esockets::Handler {
 int main(int argc, char** argv) {
   esockets::ServerOptions o;
   unsigned stats_interval = 0;
+  std::chrono::milliseconds drain_for{0};
   // Flags are parsed by CLI11 (names, values, missing values, unknown flags); each value is
   // checked so that a bad one names the flag and what it needs. The help text stays kUsage
   // (grouped and explained), exit 2 for every bad flag.
@@ -122,6 +135,7 @@ int main(int argc, char** argv) {
   cli.option("--backlog", [&](const char* f, const std::string& v) { o.backlog = cli.number<int>(f, v, 1, 1 << 20); });
   cli.option("--stats-interval",
       [&](const char* f, const std::string& v) { stats_interval = cli.number<unsigned>(f, v, 0, 86400); });
+  cli.option("--drain", [&](const char* f, const std::string& v) { drain_for = cli.seconds(f, v); });
   cli.parse(argc, argv);
 
   if (o.output_total_cap < o.output_hard_cap) o.output_total_cap = o.output_hard_cap;
@@ -140,7 +154,7 @@ int main(int argc, char** argv) {
   return cli.run([&] {
     esockets::Server server(handler, o);
     server.start();
-    cli.print_listening(o.host, server.port(),
+    cli.print_listening(server,
                         "shards=" + std::to_string(o.shards) + " workers=" + std::to_string(o.workers) +
                             " framing=" +
                             (o.framing == esockets::Framing::raw    ? "raw"
@@ -154,6 +168,24 @@ int main(int argc, char** argv) {
       } else {
         timespec ts{static_cast<time_t>(stats_interval), 0};
         sig = sigtimedwait(&set, &info, &ts);
+      }
+      if (sig == SIGTERM && drain_for.count() > 0 && !server.draining()) {
+        // A load balancer polling /health sees 503 and sends new clients elsewhere; everyone
+        // connected is served meanwhile. A second SIGTERM or a SIGINT stops at once.
+        server.drain();
+        std::printf("esockets-echo: SIGTERM, draining for %.1f s\n",
+                    static_cast<double>(drain_for.count()) / 1000.0);
+        std::fflush(stdout);
+        sigset_t stops;
+        sigemptyset(&stops);
+        sigaddset(&stops, SIGINT);
+        sigaddset(&stops, SIGTERM);
+        timespec ts{static_cast<time_t>(drain_for.count() / 1000),
+                    static_cast<long>(drain_for.count() % 1000) * 1000000L};
+        siginfo_t stop_info;
+        const int again = sigtimedwait(&stops, &stop_info, &ts);
+        sig = again > 0 ? again : SIGTERM;
+        break;
       }
       if (sig == SIGINT || sig == SIGTERM) break;
       if (sig == SIGUSR1 || sig == SIGUSR2 || sig == SIGHUP) {

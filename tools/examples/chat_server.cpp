@@ -232,7 +232,7 @@ int main(int argc, char** argv) {
     esockets::Server server(handler, o);
     server.start();
     stop.arm(server);
-    cli.print_listening(o.host, server.port(),
+    cli.print_listening(server,
                         "shards=" + std::to_string(o.shards) + " workers=" + std::to_string(o.workers) +
                             " max-frame=" + std::to_string(o.max_frame));
     while (server.running()) {

@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
     esockets::Server server(handler, o);
     server.tick_every(std::chrono::seconds(1), [] { esockets::http::refresh_date(); });
     server.start();
-    cli.print_listening(o.host, server.port(),
+    cli.print_listening(server,
                         "shards=" + std::to_string(o.shards) + " workers=" + std::to_string(o.workers));
     stop.arm(server);
     server.wait();  // a stop signal ends it (request_stop from the handler)

@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
       keys.sweep(now, per_stripe);
     });
     server.start();
-    cli.print_listening(o.host, server.port(),
+    cli.print_listening(server,
                         "shards " + std::to_string(o.shards) + ", workers " + std::to_string(o.workers));
     stop.arm(server);
     server.wait();
