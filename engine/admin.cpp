@@ -29,7 +29,9 @@
 #include <string_view>
 #include <system_error>
 
+#include "listeners.hpp"
 #include "proxy_header.hpp"
+#include "threads.hpp"
 
 namespace esockets::detail {
 
@@ -199,9 +201,7 @@ struct AdminServer::Impl {
   Hooks hooks;
   std::string address;  // as bound
   std::uint16_t port = 0;
-  std::string unix_path;  // a Unix path socket we created (removed at stop)
-  dev_t unix_dev = 0;
-  ino_t unix_ino = 0;
+  std::unique_ptr<ListenerState> unix_listener;  // a Unix admin address (its file is ours)
   int listen_fd = -1;
   int epoll_fd = -1;
   int stop_fd = -1;
@@ -217,18 +217,14 @@ struct AdminServer::Impl {
   ~Impl() { close_fds(); }
 
   void close_fds() {
+    if (unix_listener) {
+      close_unix_listener(*unix_listener);  // closes listen_fd, removes the file if ours
+      unix_listener.reset();
+      listen_fd = -1;
+    }
     for (int* fd : {&listen_fd, &epoll_fd, &stop_fd}) {
       if (*fd >= 0) ::close(*fd);
       *fd = -1;
-    }
-    if (!unix_path.empty()) {
-      // Only the socket this server bound: another process may have replaced it since.
-      struct stat st {};
-      if (::lstat(unix_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == unix_dev &&
-          st.st_ino == unix_ino) {
-        ::unlink(unix_path.c_str());
-      }
-      unix_path.clear();
     }
   }
 
@@ -291,56 +287,15 @@ void AdminServer::Impl::bind(const std::string& text) {
 }
 
 void AdminServer::Impl::bind_unix(const ListenAddress& a, const std::string& text) {
-  const bool abstract = a.kind == ListenAddress::Kind::unix_abstract;
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (a.path.size() + (abstract ? 1 : 0) >= sizeof sa.sun_path) {
-    throw std::invalid_argument("esockets: admin address '" + text + "': the path is too long");
-  }
-  std::memcpy(sa.sun_path + (abstract ? 1 : 0), a.path.data(), a.path.size());
-  const auto* addr = reinterpret_cast<const sockaddr*>(&sa);
-  // An abstract name is exactly its bytes after the leading NUL; a path is NUL-terminated.
-  const socklen_t addr_len =
-      abstract ? static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + a.path.size())
-               : static_cast<socklen_t>(sizeof sa);
-  listen_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (listen_fd < 0) throw_errno(errno, "socket() for '" + text + "'");
-  if (::bind(listen_fd, addr, addr_len) != 0) {
-    int err = errno;
-    struct stat st {};
-    if (err == EADDRINUSE && !abstract && ::lstat(a.path.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) {
-        throw_errno(err, "cannot bind '" + text +
-                             "': the path exists and is not a socket "
-                             "(not removed); choose another path");
-      }
-      // A socket file: stale only if nothing accepts on it (ECONNREFUSED).
-      const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      const int rc = probe < 0 ? 0 : ::connect(probe, addr, addr_len);
-      const int probe_err = errno;
-      if (probe >= 0) ::close(probe);
-      if (rc != 0 && probe_err == ECONNREFUSED && ::unlink(a.path.c_str()) == 0) {
-        if (::bind(listen_fd, addr, addr_len) == 0)
-          err = 0;
-        else
-          err = errno;
-      } else {
-        throw_errno(err, "cannot bind '" + text + "': a live server listens on it");
-      }
-    }
-    if (err != 0) throw_errno(err, "cannot bind '" + text + "'");
-  }
-  if (abstract) {
-    address = "unix:@" + a.path;
-  } else {
-    struct stat st {};
-    if (::lstat(a.path.c_str(), &st) == 0) {
-      unix_path = a.path;
-      unix_dev = st.st_dev;
-      unix_ino = st.st_ino;
-    }
-    address = "unix:" + a.path;
-  }
+  // The server's own Unix listener code: stale-file removal, and at stop the file is removed
+  // only if it is still the one bound here.
+  unix_listener = std::make_unique<ListenerState>();
+  unix_listener->opts.address = text;
+  unix_listener->addr = a;
+  unix_listener->backlog = 64;
+  open_unix_listener(*unix_listener, AcceptedSocketOptions{false, 0, 0});
+  listen_fd = unix_listener->shared_fd;
+  address = unix_listener->bound;
 }
 
 int AdminServer::Impl::next_timeout_ms(Clock::time_point now) const {
@@ -356,7 +311,7 @@ int AdminServer::Impl::next_timeout_ms(Clock::time_point now) const {
 }
 
 void AdminServer::Impl::run() {
-  ::pthread_setname_np(::pthread_self(), "esk-admin");
+  (void)name_and_pin_thread("esk-admin", -1);
   epoll_event events[32];
   for (;;) {
     const int n = ::epoll_wait(epoll_fd, events, 32, next_timeout_ms(Clock::now()));
