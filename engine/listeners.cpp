@@ -60,7 +60,8 @@ void remove_stale_socket(const ListenerState& l) {
     unix_error(EADDRINUSE, "bind", l, "a socket file is already there and unlink_stale is off: "
                                       "remove it or set unlink_stale");
   }
-  const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // Non-blocking: a live server whose backlog is full answers EAGAIN instead of making us wait.
+  const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (probe < 0) unix_error(errno, "socket() for", l, "");
   sockaddr_un sun{};
   const socklen_t len = unix_sockaddr(l.addr, sun);
@@ -152,7 +153,8 @@ Listeners resolve_listeners(const ServerOptions& o) {
       }
     }
     for (const auto& prev : out) {
-      if (prev->opts.address == l->opts.address && l->addr.port != 0) {
+      // Two "…:0" TCP listeners are two ephemeral ports; anything else listed twice is a mistake.
+      if (prev->opts.address == l->opts.address && (l->unix_socket() || l->addr.port != 0)) {
         bad_listener(i, "address", "'" + l->opts.address + "' is listed twice");
       }
     }
