@@ -1,5 +1,7 @@
 #include "mailbox.hpp"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -18,6 +20,12 @@ void dispose(const Command& c) {
     delete b;
   }
   if (c.kind == CommandKind::post) delete static_cast<PostedFn*>(c.data);
+  if (c.kind == CommandKind::adopt_fd) {
+    // Only when a shard is destroyed with it still queued (a server torn down mid-placement).
+    auto* f = static_cast<FreshFd*>(c.data);
+    ::close(f->fd);
+    delete f;
+  }
 }
 
 void dispose(const Event& e) {

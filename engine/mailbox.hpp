@@ -48,6 +48,15 @@ struct Event {
   std::uint32_t stamp_us = 0;
 };
 
+// A socket accepted on one shard and placed on another (least_loaded balance), or one still
+// sending its PROXY header handed on by a retiring shard (nothing of it was read: peeked only).
+struct FreshFd {
+  int fd;
+  PeerAddress peer;
+  std::uint16_t listener = 0;
+  std::int64_t proxy_deadline_ms = 0;  // PROXY stage under way: its deadline (0 = not started)
+};
+
 // The data of a connect event: who connected, through which listener, and its PROXY header.
 struct ConnectInfo {
   PeerAddress peer;

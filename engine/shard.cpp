@@ -347,22 +347,9 @@ void Shard::apply(const Command& cmd) {
     case CommandKind::adopt:
       adopt_batch(static_cast<AdoptBatch*>(cmd.data));
       return;
-    case CommandKind::adopt_fd: {
-      auto* f = static_cast<FreshFd*>(cmd.data);
-      if (phase_ == Phase::serving && move_ == Move::idle) {
-        start_connection(f->fd, f->peer, f->listener, f->proxy_deadline_ms);
-      } else {
-        // We are leaving: refuse rather than strand the socket.
-        ::close(f->fd);
-        core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
-        core_.listener(f->listener).connections.fetch_sub(1, std::memory_order_relaxed);
-        core_.load_of(index_).fetch_sub(1, std::memory_order_relaxed);
-        counters_.refused.add();
-        counters_.closes[static_cast<std::size_t>(CloseReason::refused)].add();
-      }
-      delete f;
+    case CommandKind::adopt_fd:
+      adopt_fresh(static_cast<FreshFd*>(cmd.data));
       return;
-    }
     case CommandKind::move_out:
       start_move(static_cast<MoveRequest*>(cmd.data));
       return;

@@ -52,14 +52,6 @@ struct AdoptBatch {
   // shard takes them in first, so they keep their place ahead of later commands.
   std::vector<Command> posted;
 };
-// A socket accepted on one shard and placed on another (least_loaded balance), or one still
-// sending its PROXY header handed on by a retiring shard (nothing of it was read: peeked only).
-struct FreshFd {
-  int fd;
-  PeerAddress peer;
-  std::uint16_t listener = 0;
-  std::int64_t proxy_deadline_ms = 0;  // PROXY stage under way: its deadline (0 = not started)
-};
 // A connection of a PROXY listener whose header has not arrived yet: outside the connection
 // table, in no handler's view. Its epoll tag is ConnectionId(kPendingShard, fd, 0).
 struct PendingProxy {
@@ -175,6 +167,7 @@ class Shard {
   void setup_accepted(int fd, const PeerAddress& peer, std::uint16_t li,
                       std::unique_ptr<ProxyInfo> proxy);
   void drop_accepted(int fd, std::uint16_t li);
+  void adopt_fresh(FreshFd* f);
   void close_refused(int fd);
   bool listen_epoll(std::size_t li, bool on);
   // shard_proxy.cpp: the PROXY protocol stage.

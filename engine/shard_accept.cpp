@@ -143,6 +143,39 @@ void Shard::start_connection(int fd, const PeerAddress& peer, std::uint16_t li,
   setup_accepted(fd, peer, li, nullptr);
 }
 
+void Shard::adopt_fresh(FreshFd* raw) {
+  // A socket another shard accepted (least_loaded, a Unix listener) or handed on while it
+  // retired. The sender chose us while we were live; we may have begun retiring since.
+  std::unique_ptr<FreshFd> f(raw);
+  const bool retiring = move_req_ != nullptr && move_req_->retire;
+  if (phase_ == Phase::serving && !retiring) {
+    // A rebalance source takes it too: it is simply not in the batches being moved.
+    start_connection(f->fd, f->peer, f->listener, f->proxy_deadline_ms);
+    return;
+  }
+  core_.load_of(index_).fetch_sub(1, std::memory_order_relaxed);
+  if (phase_ == Phase::serving) {
+    // Retiring: pass it on to a shard that stays (pick_least_loaded sees live shards only).
+    const std::uint32_t target = core_.pick_least_loaded(index_);  // counts it there
+    if (target != index_) {
+      Command cmd{0, f.get(), 0, CommandKind::adopt_fd, 0, static_cast<std::uint8_t>(target)};
+      if (core_.post_to_shard(target, cmd)) {
+        f.release();
+        return;
+      }
+    }
+    core_.load_of(target).fetch_sub(1, std::memory_order_relaxed);
+  }
+  // Stopping (or nowhere to pass it): refuse it as admission would.
+  ListenerState& ls = core_.listener(f->listener);
+  counters_.refused.add();
+  counters_.closes[static_cast<std::size_t>(CloseReason::refused)].add();
+  ls.refused.fetch_add(1, std::memory_order_relaxed);
+  warn(WarningCode::connection_refused, Severity::warning, {}, 0,
+       "connection refused on " + ls.bound + ": the server is stopping");
+  drop_accepted(f->fd, f->listener);
+}
+
 void Shard::drop_accepted(int fd, std::uint16_t li) {
   // Admitted, never a connection: give back what admission counted.
   close_refused(fd);
