@@ -42,45 +42,8 @@ class TempDir {
 std::string unique_abstract_name(std::string_view tag);
 
 /// A blocking client of one listener address as Server::listeners() spells it
-/// ("127.0.0.1:p", "[::1]:p", "unix:/path", "unix:@name"). Every wait has a deadline.
-class Sock {
- public:
-  Sock() = default;
-  explicit Sock(int fd) : fd_(fd) {}
-  ~Sock();
-  Sock(Sock&& o) noexcept : fd_(o.fd_), pending_(std::move(o.pending_)) { o.fd_ = -1; }
-  Sock& operator=(Sock&& o) noexcept;
-  Sock(const Sock&) = delete;
-  Sock& operator=(const Sock&) = delete;
-
-  /// Connects (blocking); false with errno set on failure.
-  bool connect(const std::string& address);
-  /// Creates the socket for `address` without connecting (so that a later connect needs no
-  /// new descriptor); false with errno set on failure.
-  bool prepare(const std::string& address);
-  /// Connects a socket made by prepare(); false with errno set on failure.
-  bool connect_prepared(const std::string& address);
-  int fd() const { return fd_; }
-  bool is_open() const { return fd_ >= 0; }
-  /// The client's own port (TCP), 0 for Unix.
-  std::uint16_t local_port() const;
-
-  bool send_all(std::string_view data, std::chrono::milliseconds timeout = std::chrono::seconds(10));
-  /// Reads exactly n bytes into out (appending); false on EOF / error / timeout.
-  bool recv_exact(std::size_t n, std::string& out,
-                  std::chrono::milliseconds timeout = std::chrono::seconds(10));
-  /// Waits for EOF or reset (discarding data); what ended the wait.
-  EofResult wait_eof(std::chrono::milliseconds timeout = std::chrono::seconds(10),
-                     std::string* data = nullptr);
-  /// Data, EOF/reset, or nothing (timeout) within `timeout`.
-  EofResult poll_once(std::chrono::milliseconds timeout);
-  void shutdown_write();
-  void close();
-
- private:
-  int fd_ = -1;
-  std::string pending_;
-};
+/// ("127.0.0.1:p", "[::1]:p", "unix:/path", "unix:@name"): test_support's Client.
+using Sock = Client;
 
 /// Connects or fails the test (ADD_FAILURE) and returns an unopened Sock.
 Sock connect_or_fail(const std::string& address);

@@ -274,7 +274,7 @@ TEST(ListenersV6, DualStackAcceptsIpv4AsIpv4) {
   EXPECT_EQ(li[0].address, "[::]:" + std::to_string(li[0].port));
   const int fd = connect_v4(li[0].port);
   ASSERT_GE(fd, 0) << "an IPv4 client reaches a dual-stack [::] listener";
-  Sock v4(fd);
+  Sock v4 = Sock::adopt(fd);
   ASSERT_TRUE(echo_numbered(v4, 0, 10, "IPv4 client of [::]"));
   Sock v6 = connect_or_fail("[::1]:" + std::to_string(li[0].port));
   ASSERT_TRUE(echo_numbered(v6, 0, 10, "IPv6 client of [::]"));

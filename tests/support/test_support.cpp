@@ -8,9 +8,11 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -184,11 +186,87 @@ std::string Client::local_address() const {
   return std::string(buf) + ":" + std::to_string(ntohs(a.sin_port));
 }
 
+namespace {
+
+// The sockaddr of a listener address as Server::listeners() spells it.
+int resolve(const std::string& address, sockaddr_storage& ss, socklen_t& len) {
+  ss = sockaddr_storage{};
+  if (address.rfind("unix:", 0) == 0) {
+    const std::string path = address.substr(5);
+    auto* sun = reinterpret_cast<sockaddr_un*>(&ss);
+    sun->sun_family = AF_UNIX;
+    if (!path.empty() && path[0] == '@') {
+      std::memcpy(sun->sun_path + 1, path.data() + 1, path.size() - 1);
+      len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+    } else {
+      std::memcpy(sun->sun_path, path.data(), path.size());
+      len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+    }
+    return AF_UNIX;
+  }
+  if (!address.empty() && address[0] == '[') {
+    const auto close_b = address.find(']');
+    const std::string host = address.substr(1, close_b - 1);
+    const auto port = static_cast<std::uint16_t>(std::stoi(address.substr(close_b + 2)));
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    ::inet_pton(AF_INET6, host == "::" ? "::1" : host.c_str(), &a->sin6_addr);
+    len = sizeof(sockaddr_in6);
+    return AF_INET6;
+  }
+  const auto colon = address.rfind(':');
+  const std::string host = address.substr(0, colon);
+  const auto port = static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1)));
+  auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+  a->sin_family = AF_INET;
+  a->sin_port = htons(port);
+  ::inet_pton(AF_INET, host == "0.0.0.0" ? "127.0.0.1" : host.c_str(), &a->sin_addr);
+  len = sizeof(sockaddr_in);
+  return AF_INET;
+}
+
+}  // namespace
+
+bool Client::prepare(const std::string& address) {
+  close();
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  const int family = resolve(address, ss, len);
+  fd_ = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  return fd_ >= 0;
+}
+
+bool Client::connect_prepared(const std::string& address) {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  const int family = resolve(address, ss, len);
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0) return false;
+  if (family != AF_UNIX) {
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  return true;
+}
+
+bool Client::connect(const std::string& address) {
+  if (!prepare(address)) return false;
+  if (!connect_prepared(address)) {
+    const int e = errno;
+    close();
+    errno = e;
+    return false;
+  }
+  return true;
+}
+
 std::uint16_t Client::local_port() const {
-  sockaddr_in a{};
-  socklen_t len = sizeof a;
-  ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-  return ntohs(a.sin_port);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  return 0;
 }
 
 bool Client::send_all(std::string_view data, std::chrono::milliseconds timeout) {

@@ -56,12 +56,27 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
+  /// Takes over a socket connected elsewhere (closed with the Client).
+  static Client adopt(int fd) {
+    Client c;
+    c.fd_ = fd;
+    return c;
+  }
   /// Connect; returns false (and sets errno) on failure instead of throwing.
   bool connect(std::uint16_t port, const char* src = nullptr);
+  /// Connects to a listener address as Server::listeners() spells it ("127.0.0.1:p", "[::1]:p",
+  /// "unix:/path", "unix:@name"; "0.0.0.0" and "::" mean loopback); false with errno set.
+  bool connect(const std::string& address);
+  /// Creates the socket for `address` without connecting (so that a later connect needs no
+  /// new descriptor); false with errno set on failure.
+  bool prepare(const std::string& address);
+  /// Connects a socket made by prepare(); false with errno set on failure.
+  bool connect_prepared(const std::string& address);
   int fd() const { return fd_; }
   bool is_open() const { return fd_ >= 0; }
   /// "127.0.0.1:port" of this client's socket.
   std::string local_address() const;
+  /// The client's own port (IPv4 or IPv6); 0 for a Unix-domain client.
   std::uint16_t local_port() const;
 
   bool send_all(std::string_view data, std::chrono::milliseconds timeout = 10s);
