@@ -30,7 +30,7 @@ struct ListenerOptions {
   std::string address;  ///< see above; parsed (and rejected with a clear error) by the Server
   int backlog = 0;      ///< listen() backlog; 0 = ServerOptions::backlog
   /// IPv6 only: accept IPv6 clients only (IPV6_V6ONLY). When false, an "[::]" listener also
-  /// accepts IPv4 clients, whose addresses then read as IPv4 (not as ::ffff:a.b.c.d).
+  /// accepts IPv4 clients, whose addresses then read as IPv4 (not as IPv4-mapped IPv6).
   bool v6_only = false;
   /// Unix path only: chmod the socket file to this mode after binding (0 = leave it as the
   /// umask made it), e.g. 0660 to let a group connect.
@@ -65,7 +65,7 @@ struct ListenerInfo {
   std::string address;  ///< as bound: the actual port for TCP ("127.0.0.1:41234"), the path for Unix
   std::uint16_t port = 0;  ///< TCP: the bound port; Unix: 0
   bool unix_socket = false;  ///< a Unix-domain listener
-  ProxyProtocol proxy_protocol = ProxyProtocol::off;
+  ProxyProtocol proxy_protocol = ProxyProtocol::off;  ///< whether it reads a PROXY header
 };
 
 /// Stable name of a PROXY protocol setting ("off", "v1", "v2", "any").

@@ -12,8 +12,8 @@ namespace esockets {
 
 /// One v2 TLV (type-length-value) from the header: ALPN, authority, SSL, unique id, ...
 struct ProxyTlv {
-  std::uint8_t type = 0;
-  std::string value;  ///< the raw bytes
+  std::uint8_t type = 0;  ///< PP2_TYPE_* (0x01 ALPN, 0x02 authority, 0x05 unique id, 0x20 SSL, ...)
+  std::string value;      ///< the raw bytes
 };
 
 /// A parsed PROXY protocol header.

@@ -39,8 +39,8 @@ inline constexpr std::size_t kWarningCodeCount = 13;
 
 /// One warning, as Handler::on_warning(const Warning&) receives it.
 struct Warning {
-  Severity severity = Severity::warning;
-  WarningCode code = WarningCode::engine_error;
+  Severity severity = Severity::warning;          ///< how bad it is
+  WarningCode code = WarningCode::engine_error;   ///< what it is about (stable)
   int shard = -1;            ///< the shard that raised it, or -1 (a worker, the control thread)
   int worker = -1;           ///< the worker that raised it, or -1
   ConnectionId connection;   ///< the connection concerned, if any (invalid otherwise)
