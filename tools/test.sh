@@ -67,8 +67,9 @@ run_config() {
   check_test_count "$name" "$dir" "${run[@]}"
   # Two at a time (most tests wait on sockets); tests that measure throughput, memory or
   # timing are RUN_SERIAL (esockets_add_test SERIAL) and run alone.
-  # Under TSan the load tool's own tests, the single-threaded parsers' and the HAProxy tests
-  # are not built (tests/CMakeLists.txt says why); they run in release and asan.
+  # Not built in every configuration (tests/CMakeLists.txt says why): under TSan the load
+  # tool's tests and the single-threaded parsers'; under both sanitizers the load tool's
+  # scenario tests and the HAProxy tests (release only).
   "${run[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 600 --no-tests=error -j2
   echo "=== esockets: $name passed in $((SECONDS - start)) s ==="
 }
