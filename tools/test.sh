@@ -75,7 +75,7 @@ run_config() {
 }
 
 run_fuzz() {
-  local dir=$build_root/fuzz secs=${ESOCKETS_FUZZ_SECONDS:-20}
+  local dir=$build_root/fuzz secs=${ESOCKETS_FUZZ_SECONDS:-12}
   echo "=== esockets: fuzz build (clang, libFuzzer) ==="
   cmake --preset fuzz -B "$dir" >/dev/null
   cmake --build "$dir" -j"$jobs" --target framer_fuzz proxy_fuzz
