@@ -23,6 +23,7 @@ const char* to_string(CloseReason reason) noexcept {
     case CloseReason::io_error: return "io_error";
     case CloseReason::proxy_error: return "proxy_error";
     case CloseReason::proxy_timeout: return "proxy_timeout";
+    case CloseReason::taken_over: return "taken_over";
   }
   return "unknown";
 }
@@ -48,6 +49,7 @@ const char* to_string(WarningCode code) noexcept {
     case WarningCode::slow_consumer: return "slow_consumer";
     case WarningCode::proxy_error: return "proxy_error";
     case WarningCode::proxy_timeout: return "proxy_timeout";
+    case WarningCode::takeover: return "takeover";
     case WarningCode::out_of_memory: return "out_of_memory";
     case WarningCode::steering_unavailable: return "steering_unavailable";
     case WarningCode::engine_error: return "engine_error";

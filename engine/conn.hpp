@@ -41,10 +41,13 @@ struct Conn {
   bool hup : 1 = false;          // EPOLLHUP seen while not reading
   bool moving : 1 = false;       // being handed to another shard: out of our epoll set
   bool resume_pending : 1 = false;  // on the shard's list of held frames to deliver
+  bool frozen : 1 = false;          // a takeover is handing it to another process: not read
 
   ConnectionId id() const { return pub.id_; }
   int fd() const { return pub.fd_; }
-  bool reading() const { return state == ConnState::open && !user_paused && !flow_paused; }
+  bool reading() const {
+    return state == ConnState::open && !user_paused && !flow_paused && !frozen;
+  }
 };
 
 }  // namespace esockets::detail

@@ -305,6 +305,11 @@ void Framer::keep_partial(FrameState& st, std::size_t off) const {
   }
 }
 
+std::string_view Framer::unread(const FrameState& st) {
+  if (st.len_ == 0) return {};
+  return st.held_ ? std::string_view(st.buf_ + st.scan_, st.len_) : std::string_view(st.buf_, st.len_);
+}
+
 void Framer::hold(FrameState& st, const char* p, std::size_t n) {
   st.len_ = st.scan_ = 0;
   st.held_ = false;

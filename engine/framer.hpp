@@ -109,6 +109,14 @@ class Framer {
   // in prefix_bytes bytes: the payload cannot be framed. hdr needs room for prefix_bytes bytes.
   std::size_t header_for(std::size_t payload_len, char* hdr, bool* trailer) const;
 
+  // Takeover: the input a connection holds, from a frame boundary on (a partial frame, or
+  // input held back by a stop), and the way back: restore() holds `input` in an empty state
+  // so that the next resume frames it from its start (a decoder's progress starts over).
+  static std::string_view unread(const FrameState& st);
+  static void restore(FrameState& st, std::string_view input) {
+    hold(st, input.data(), input.size());
+  }
+
  private:
   enum class Outcome : std::uint8_t { partial, stopped, too_long, malformed };
   struct Run {

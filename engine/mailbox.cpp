@@ -8,6 +8,7 @@
 
 #include "esockets/connection.hpp"
 #include "send_queue.hpp"
+#include "takeover.hpp"
 
 namespace esockets::detail {
 
@@ -20,6 +21,8 @@ void dispose(const Command& c) {
     delete b;
   }
   if (c.kind == CommandKind::post) delete static_cast<PostedFn*>(c.data);
+  if (c.kind == CommandKind::takeover) delete static_cast<TakeoverOrder*>(c.data);
+  if (c.kind == CommandKind::takeover_state) delete static_cast<TakenState*>(c.data);
   if (c.kind == CommandKind::adopt_fd) {
     // Only when a shard is destroyed with it still queued (a server torn down mid-placement).
     auto* f = static_cast<FreshFd*>(c.data);

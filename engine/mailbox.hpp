@@ -35,6 +35,8 @@ enum class EventKind : std::uint8_t {
   moved,        // the connection now lives on shard `len`; its later events come from there
   framing_error,  // data: the reason (static text); an eof event follows
   post,         // data: PostedFn*, run on the connection (Server::post, a timer moved along)
+  takeover,     // handed to another process: save its state (CommandKind::takeover_state),
+                // then on_client_disconnect(taken_over); `len` is the shard to answer
 };
 
 struct Event {
@@ -62,6 +64,9 @@ struct ConnectInfo {
   PeerAddress peer;
   std::uint16_t listener = 0;
   std::unique_ptr<ProxyInfo> proxy;
+  // Set for a connection taken over from another process: on_client_restore(state) is
+  // called instead of on_client_connect.
+  std::unique_ptr<std::string> restored;
 };
 
 enum class CommandKind : std::uint8_t {
@@ -76,6 +81,8 @@ enum class CommandKind : std::uint8_t {
   adopt_fd,     // data: FreshFd*, a just-accepted socket placed here by least_loaded balance
   move_out,     // data: MoveRequest*, hand connections to other shards (rebalance, retire)
   post,         // data: PostedFn*, run on the connection's handler thread (Server::post)
+  takeover,        // data: TakeoverOrder*, a step of a takeover (freeze, export, import, thaw)
+  takeover_state,  // data: TakenState*, a worker's answer to EventKind::takeover
 };
 
 struct Command {
@@ -90,12 +97,14 @@ struct Command {
 /// Commands not addressed to a connection name their shard explicitly.
 inline bool targets_shard(CommandKind k) {
   return k == CommandKind::barrier_ack || k == CommandKind::adopt || k == CommandKind::adopt_fd ||
-         k == CommandKind::move_out;
+         k == CommandKind::move_out || k == CommandKind::takeover ||
+         k == CommandKind::takeover_state;
 }
 /// Replies the engine itself owes (acks, closes it decided): never refused for lack of room.
 inline bool is_control(CommandKind k) {
   return k == CommandKind::eof_ack || k == CommandKind::barrier_ack || k == CommandKind::adopt ||
-         k == CommandKind::adopt_fd || k == CommandKind::move_out;
+         k == CommandKind::adopt_fd || k == CommandKind::move_out || k == CommandKind::takeover ||
+         k == CommandKind::takeover_state;
 }
 
 // A function to run with a connection on its handler thread (Server::post).

@@ -147,6 +147,11 @@ int SendQueue::gather(iovec* iov, int max) const {
   return k;
 }
 
+void SendQueue::copy_to(std::string& out) const {
+  out.reserve(out.size() + bytes_);
+  for (SendBlock* b = head_; b != nullptr; b = b->next) out.append(b->data() + b->begin, b->size());
+}
+
 void SendQueue::consume(std::size_t n, BlockPool& pool) {
   bytes_ -= n;
   while (n > 0 && head_ != nullptr) {

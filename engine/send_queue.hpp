@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace esockets::detail {
@@ -77,6 +78,8 @@ class SendQueue {
   void consume(std::size_t n, BlockPool& pool);
   /// Frees everything (connection gone).
   void clear(BlockPool& pool);
+  /// Appends every queued byte, in order, to `out` (a takeover carries them over).
+  void copy_to(std::string& out) const;
 
  private:
   SendBlock* head_ = nullptr;

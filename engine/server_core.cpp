@@ -41,6 +41,10 @@ void validate_options_or_throw(const ServerOptions& o) {
   if (o.shards < 1 || o.shards > ServerCore::kMaxShards) {
     bad_option("shards", "must be between 1 and 254 (got " + std::to_string(o.shards) + ")");
   }
+  if (o.takeover_timeout.count() <= 0) {
+    bad_option("takeover_timeout", "must be positive (got " +
+                                       std::to_string(o.takeover_timeout.count()) + " ms)");
+  }
   if (o.workers > ServerCore::kMaxWorkers) {
     bad_option("workers", "must be at most 255 (got " + std::to_string(o.workers) + ")");
   }
@@ -248,6 +252,24 @@ Shard* ServerCore::add_shard_locked(const std::vector<int>& listen_fds) {
 }
 
 void ServerCore::start() {
+  start_locked();
+  if (import_channel_) {
+    // The listeners are served already; now the old server's connections, then the shard
+    // count this server was configured with.
+    import_connections();
+    if (takeover_group_ > opts_.shards) set_shards(opts_.shards);
+    if (!opts_.takeover_socket.empty()) {
+      try {
+        start_takeover_socket();
+      } catch (const std::exception& e) {
+        takeover_warning(Severity::error, std::string(e.what()) + " (no further takeover)");
+      }
+    }
+  }
+  if (takeover_listen_fd_ >= 0) takeover_thread_ = std::thread([this] { takeover_loop(); });
+}
+
+void ServerCore::start_locked() {
   std::lock_guard rl(resize_mu_);
   if (state_.load() != State::idle) {
     throw std::logic_error("esockets: Server::start() called twice (a Server runs once)");
@@ -263,10 +285,15 @@ void ServerCore::start() {
   // Bind every listener first so a failure leaves nothing running.
   std::vector<std::vector<int>> fds;
   try {
-    for (auto& l : listeners_) {
-      if (l->unix_socket()) open_unix_listener(*l, accepted_options());
+    if (!opts_.take_over.empty()) {
+      fds = take_over_listeners_locked();  // the old server's sockets, already listening
+    } else {
+      for (auto& l : listeners_) {
+        if (l->unix_socket()) open_unix_listener(*l, accepted_options());
+      }
+      for (unsigned i = 0; i < opts_.shards; ++i) fds.push_back(open_shard_listeners_locked());
+      if (!opts_.takeover_socket.empty()) start_takeover_socket();
     }
-    for (unsigned i = 0; i < opts_.shards; ++i) fds.push_back(open_shard_listeners_locked());
     port_ = 0;
     for (const auto& l : listeners_) {
       if (!l->unix_socket()) {
@@ -280,9 +307,9 @@ void ServerCore::start() {
       hooks.draining = [this] { return draining(); };
       admin_ = std::make_unique<AdminServer>(opts_.admin, std::move(hooks));
     }
-    for (unsigned i = 0; i < opts_.shards; ++i) {
+    for (auto& f : fds) {
       std::vector<int> mine;
-      mine.swap(fds[i]);  // owned by the shard now
+      mine.swap(f);  // owned by the shard now
       add_shard_locked(mine);
     }
     for (unsigned w = 0; w < opts_.workers; ++w) {
@@ -290,6 +317,12 @@ void ServerCore::start() {
     }
   } catch (...) {
     admin_.reset();
+    import_channel_.reset();
+    if (takeover_listen_fd_ >= 0) {
+      ::close(takeover_listen_fd_);
+      takeover_listen_fd_ = -1;
+      (void)::unlink(opts_.takeover_socket.c_str());
+    }
     for (const auto& v : fds) {
       for (int fd : v) {
         if (fd >= 0) ::close(fd);
@@ -352,6 +385,15 @@ void ServerCore::do_stop() {
     state_.store(State::stopping, std::memory_order_release);
   }
   drain();  // the admin listener's /health says 503 from here on
+  // A takeover under way finishes (or fails) first; then nobody can start one.
+  if (takeover_thread_.joinable() && takeover_thread_.get_id() != std::this_thread::get_id()) {
+    takeover_thread_.join();
+  }
+  if (takeover_listen_fd_ >= 0) {
+    ::close(takeover_listen_fd_);
+    takeover_listen_fd_ = -1;
+    (void)::unlink(opts_.takeover_socket.c_str());
+  }
   std::lock_guard rl(resize_mu_);  // a set_shards/rebalance in progress finishes first
   tls_stopping = this;
   struct Reset {
@@ -639,6 +681,9 @@ Stats ServerCore::stats() const {
   }
   for (const auto& l : listeners_) st.listeners.push_back(l->stats());
   st.resizes = resizes_.load(std::memory_order_relaxed);
+  st.taken_over_out = taken_over_.load(std::memory_order_relaxed);
+  st.taken_over_in = taken_in_.load(std::memory_order_relaxed);
+  st.takeover_ms = static_cast<double>(takeover_us_.load(std::memory_order_relaxed)) / 1000.0;
   st.draining = draining();
   st.total.cpu = -1;
   for (const auto& w : workers_) st.total.wakeups += w->kernel_wakeups();

@@ -27,6 +27,7 @@
 #include "framer.hpp"
 #include "mailbox.hpp"
 #include "route_epoch.hpp"
+#include "takeover.hpp"
 #include "timers.hpp"
 
 namespace esockets::detail {
@@ -144,7 +145,20 @@ class ServerCore {
   /// cannot be framed (longer than the length prefix can state).
   SendBlock* make_send_block(Bytes bytes, bool framed) const;
 
+  // Takeover (takeover.cpp): the shards report to the hub; counts for stats().
+  TakeoverHub& takeover_hub() { return takeover_hub_; }
+  std::uint64_t connections_taken_over() const { return taken_over_.load(std::memory_order_relaxed); }
+  std::uint64_t connections_taken_in() const { return taken_in_.load(std::memory_order_relaxed); }
+
  private:
+  void takeover_warning(Severity severity, const std::string& text);
+  void post_takeover(unsigned shard, TakeoverOp op, std::unique_ptr<ConnBatch> batch);
+  void start_takeover_socket();
+  void takeover_loop();
+  bool serve_takeover(Channel& ch);
+  std::vector<std::vector<int>> take_over_listeners_locked();
+  void import_connections();
+  void start_locked();
   enum class State : std::uint8_t { idle, running, stopping, stopped };
   void do_stop();
   void control_loop();
@@ -200,6 +214,17 @@ class ServerCore {
   std::atomic<bool> draining_{false};
   std::atomic<std::uint64_t> resizes_{0};
   std::vector<int> cpu_plan_;            // CPUs to pin threads to, round-robin (empty = none)
+
+  // Takeover.
+  TakeoverHub takeover_hub_;
+  int takeover_listen_fd_ = -1;           // the old side's control socket (takeover_socket)
+  std::thread takeover_thread_;           // esk-takeover: waits on it, runs a takeover
+  std::unique_ptr<Channel> import_channel_;  // the new side's, during start()
+  unsigned takeover_group_ = 0;           // sockets per TCP listener received (new side)
+  std::chrono::steady_clock::time_point takeover_start_{};  // new side: when it connected
+  std::atomic<std::uint64_t> taken_over_{0};  // connections handed to a new process
+  std::atomic<std::uint64_t> taken_in_{0};    // connections received from an old one
+  std::atomic<std::int64_t> takeover_us_{0};  // the last transfer's duration
 
   std::atomic<State> state_{State::idle};
   int stop_efd_ = -1;     // request_stop() writes it; the control thread reads it

@@ -148,7 +148,10 @@ bool Shard::inbound_pending() const {
 
 int Shard::next_timeout_ms() const {
   if (!dirty_.empty() || !graveyard_.empty() || !resumes_.empty() || !posted_.empty()) return 0;
-  if (move_ == Move::quiescing || !unsent_.empty() || !remote_.empty()) return 1;
+  if (move_ == Move::quiescing || !unsent_.empty() || !remote_.empty() ||
+      takeover_ == Takeover::switching) {
+    return 1;
+  }
   for (const auto& ob : outboxes_) {
     if (!ob.empty() || !ob.flow_paused.empty()) return static_cast<int>(kTickMs) / 10 + 1;
   }
@@ -223,6 +226,7 @@ void Shard::run() {
     service_workers();
     if (phase_ != Phase::serving || stop_requested_.load(std::memory_order_acquire)) advance_stop();
     if (move_ != Move::idle && phase_ == Phase::serving) advance_move();
+    if (takeover_ != Takeover::none && phase_ == Phase::serving) advance_takeover();
     if (now_ms_ - last_sweep_ms_ >= kTickMs) sweep_timers();
     if (now_ms_ - last_timeout_sweep_ms_ >= kTimeoutSweepMs) sweep_timeouts();
     if (after - load_window_start_ns_ >= 1000000000) update_load();
@@ -355,6 +359,12 @@ void Shard::apply(const Command& cmd) {
       return;
     case CommandKind::post:
       apply_post(cmd);
+      return;
+    case CommandKind::takeover:
+      takeover_order(static_cast<TakeoverOrder*>(cmd.data));
+      return;
+    case CommandKind::takeover_state:
+      take_state(cmd);
       return;
   }
 }

@@ -36,6 +36,7 @@
 #include "mailbox.hpp"
 #include "outgoing.hpp"
 #include "shard_stats.hpp"
+#include "takeover.hpp"
 #include "timers.hpp"
 #include "wakeup.hpp"
 
@@ -240,6 +241,17 @@ class Shard {
   void call_handler(Conn* c, Fn&& fn);
   std::uint32_t tick() const { return static_cast<std::uint32_t>((now_ms_ - epoch_ms_) / 10) + 1; }
 
+  // shard_takeover.cpp: handing connections to another process (takeover.hpp).
+  enum class Takeover : std::uint8_t { none, freezing, frozen, settling, switching, saving };
+  void takeover_order(TakeoverOrder* order);
+  void freeze_all();
+  void thaw_all();
+  void advance_takeover();
+  void take_state(const Command& cmd);
+  void finish_export();
+  void detach_exported(Conn* c);
+  void import_batch(ConnBatch& batch);
+
   // shard_move.cpp: handing connections to other shards.
   void start_move(MoveRequest* req);
   void advance_move();
@@ -341,6 +353,16 @@ class Shard {
   std::uint64_t move_remote_mark_ = 0;  // remote_ commands queued before the batch started
   std::vector<AdoptBatch*> batches_;  // per target, being quiesced
   std::vector<AdoptBatch*> unsent_;   // target inbox was full: retry
+
+  // Takeover (shard_takeover.cpp).
+  Takeover takeover_ = Takeover::none;
+  bool takeover_frozen_ = false;    // listeners and connections are not read
+  bool takeover_flipped_ = false;
+  unsigned takeover_epoch_ = 0;
+  std::vector<Conn*> export_;                             // leaving, in table order
+  std::vector<TakenState> export_states_;                 // their saved states
+  std::unordered_map<std::uint64_t, std::size_t> export_index_;  // id -> index, from workers
+  std::size_t export_waiting_ = 0;                        // states still to come from workers
 };
 
 template <class Fn>

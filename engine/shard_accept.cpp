@@ -226,6 +226,10 @@ void Shard::setup_accepted(int fd, const PeerAddress& peer, std::uint16_t li,
     return;
   }
   counters_.connections.add();
+  if (takeover_frozen_) {
+    c->frozen = true;  // placed here during a takeover: its input waits for the new process
+    update_interest(c);
+  }
   if (inline_mode) {
     if (proxy) ExtrasAccess::make(c->pub).proxy = std::move(proxy);
     bool ok = true;
@@ -234,7 +238,7 @@ void Shard::setup_accepted(int fd, const PeerAddress& peer, std::uint16_t li,
   } else {
     const unsigned nw = static_cast<unsigned>(outboxes_.size());
     c->worker = static_cast<std::uint8_t>((static_cast<unsigned>(fd) * 2654435761u >> 8) % nw);
-    auto* info = new ConnectInfo{c->pub.peer_, li, std::move(proxy)};
+    auto* info = new ConnectInfo{c->pub.peer_, li, std::move(proxy), nullptr};
     emit(c->worker, Event{c->id().value(), info, static_cast<std::uint32_t>(fd),
                           EventKind::connect, 0});
   }
@@ -249,6 +253,10 @@ void Shard::pause_accepting(std::int64_t until_ms) {
 
 void Shard::resume_accepting() {
   if (!accept_paused_) return;
+  if (takeover_frozen_) {
+    accept_paused_ = false;  // a takeover holds the listeners out; thaw_all() brings them back
+    return;
+  }
   for (std::size_t i = 0; i < listeners_.size(); ++i) {
     if (!listen_epoll(i, true)) {
       const int err = errno;

@@ -9,6 +9,7 @@
 #include "clock.hpp"
 #include "server_core.hpp"
 #include "shard.hpp"
+#include "takeover.hpp"
 #include "threads.hpp"
 
 namespace esockets::detail {
@@ -242,7 +243,9 @@ void Worker::process_event(unsigned shard, const Event& e) {
       wc.pub.listener_ = info->listener;
       if (info->proxy) ExtrasAccess::make(wc.pub).proxy = std::move(info->proxy);
       try {
-        if (!h.on_client_connect(wc.pub)) {
+        const bool ok = info->restored ? h.on_client_restore(wc.pub, *info->restored)
+                                       : h.on_client_connect(wc.pub);
+        if (!ok) {
           wc.refused = true;
           queue_control(Command{e.id, nullptr, 0, CommandKind::close,
                                 static_cast<std::uint8_t>(CloseReason::refused), 0});
@@ -332,6 +335,39 @@ void Worker::process_event(unsigned shard, const Event& e) {
     }
     case EventKind::barrier:
       return;  // answered in handle()
+    case EventKind::takeover: {
+      // Handed to another process: its state goes back to the shard (which waits for it),
+      // then the connection ends here.
+      auto* st = new TakenState;
+      auto it = conns_.find(e.id);
+      if (it != conns_.end()) {
+        if (!it->second.refused && !it->second.failed) {
+          try {
+            st->app = h.on_client_takeover(it->second.pub);
+          } catch (const std::exception& ex) {
+            warn(WarningCode::handler_exception, it->second.pub.id(),
+                 std::string("on_client_takeover threw (its state is not carried over): ") +
+                     ex.what());
+          } catch (...) {
+            warn(WarningCode::handler_exception, it->second.pub.id(),
+                 "on_client_takeover threw a non-std exception (its state is not carried over)");
+          }
+        }
+        if (const ProxyInfo* p = it->second.pub.proxy()) st->proxy = encode_proxy(*p);
+      }
+      queue_control(Command{e.id, st, 0, CommandKind::takeover_state, 0,
+                            static_cast<std::uint8_t>(e.len)});
+      if (it == conns_.end()) return;
+      try {
+        h.on_client_disconnect(it->second.pub, CloseReason::taken_over);
+      } catch (...) {
+        warn(WarningCode::handler_exception, it->second.pub.id(),
+             "on_client_disconnect threw at a takeover");
+      }
+      it->second.pub.release_extras();
+      conns_.erase(it);
+      return;
+    }
   }
 }
 

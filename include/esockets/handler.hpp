@@ -10,6 +10,7 @@
 // A callback that throws closes its connection with CloseReason::handler_exception.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 #include "esockets/connection.hpp"
@@ -52,6 +53,23 @@ class Handler {
   virtual void on_client_disconnect(Connection& conn, CloseReason reason) {
     (void)conn;
     (void)reason;
+  }
+  /// Takeover, old process: `conn` is about to be handed to the new process (see
+  /// ServerOptions::takeover_socket). Return the connection's own state as bytes; the new
+  /// process gets them in on_client_restore. Called once, on the thread that runs this
+  /// connection's handlers, after every message it was given was handled and while no other
+  /// callback of it runs; on_client_disconnect(taken_over) follows. The default saves nothing.
+  virtual std::string on_client_takeover(Connection& conn) {
+    (void)conn;
+    return {};
+  }
+  /// Takeover, new process: a connection handed over by the old process, in place of
+  /// on_client_connect; `state` is what on_client_takeover returned there. Its unread input
+  /// follows as messages. Return false to close it (on_client_disconnect(refused) follows).
+  /// The default calls on_client_connect.
+  virtual bool on_client_restore(Connection& conn, std::string_view state) {
+    (void)state;
+    return on_client_connect(conn);
   }
   /// Queued output crossed options.output_high_watermark: stop producing for this client.
   virtual void on_output_high(Connection& conn) { (void)conn; }

@@ -108,6 +108,23 @@ struct ServerOptions {
   /// CPU pinning of shard and worker threads (threads are named esk-shard-N / esk-worker-N
   /// either way); the choice is reported in stats().
   CpuAffinity cpu_affinity;
+
+  /// Takeover, old side: listen on this Unix socket path (mode 0600) for a new process of
+  /// the same user that takes over. It receives the listeners first, then every live
+  /// connection with its unread input, queued output and the state on_client_takeover
+  /// returns; this server then stops (Server::wait() returns) once it holds nothing more.
+  /// If the new process fails mid-way, this one keeps serving what it still holds. Empty =
+  /// no takeover socket.
+  std::string takeover_socket;
+  /// Takeover, new side: instead of binding, take over from the server listening on this
+  /// takeover_socket path. start() receives its listeners (listeners, or host and port, must
+  /// name as many, of the same kinds; a TCP port other than 0 must match), serves them at
+  /// once, receives its connections (on_client_restore replaces on_client_connect), and
+  /// returns when the old server handed over everything or failed. Empty = bind as usual.
+  std::string take_over;
+  /// Takeover: how long one step (handshake, a batch and its acknowledgement) may take before
+  /// the side that waits gives up.
+  std::chrono::milliseconds takeover_timeout{10000};
 };
 
 }  // namespace esockets

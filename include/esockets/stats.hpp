@@ -99,6 +99,12 @@ struct Stats {
   std::uint64_t resizes = 0;       ///< set_shards() calls that changed the shard count
   std::vector<int> worker_cpus;    ///< per worker: the CPU it is pinned to, or -1
   bool draining = false;           ///< Server::drain() or stop() began (health reports 503)
+  /// Takeover (ServerOptions::takeover_socket / take_over): connections handed to a new
+  /// process, connections received from an old one, and how long the last transfer took
+  /// (first listener sent or received to the last connection acknowledged), in milliseconds.
+  std::uint64_t taken_over_out = 0;
+  std::uint64_t taken_over_in = 0;  ///< see taken_over_out
+  double takeover_ms = 0;           ///< see taken_over_out
 };
 
 }  // namespace esockets

@@ -67,8 +67,11 @@ enum class CloseReason : std::uint8_t {
   /// a source that is not a trusted proxy. The handler never saw the connection.
   proxy_error,
   proxy_timeout,      ///< a PROXY protocol header did not arrive in time (never reached the handler)
+  /// Handed to a new process by a takeover (ServerOptions::takeover_socket): the client stays
+  /// connected, served from now on by the other process; this process's ids for it are stale.
+  taken_over,
 };
-inline constexpr std::size_t kCloseReasonCount = 13;
+inline constexpr std::size_t kCloseReasonCount = 14;
 
 /// Stable snake_case name of a reason ("peer_closed", ...).
 const char* to_string(CloseReason reason) noexcept;

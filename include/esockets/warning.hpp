@@ -33,9 +33,10 @@ enum class WarningCode : std::uint8_t {
   steering_unavailable,  ///< the kernel refused reuseport BPF steering (resizing is less exact)
   engine_error,          ///< epoll_wait or another engine call failed
   suppressed,            ///< warnings dropped by the rate limit since the last one (a summary)
+  takeover,              ///< a takeover was refused, failed or lost connections (the text says)
 };
 /// Number of WarningCode values (sizes per-code counters).
-inline constexpr std::size_t kWarningCodeCount = 13;
+inline constexpr std::size_t kWarningCodeCount = 14;
 
 /// One warning, as Handler::on_warning(const Warning&) receives it.
 struct Warning {

@@ -3,6 +3,8 @@
 // counts them; a disconnected subscriber is forgotten; redis-cli subscribes and publishes.
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
 #include <map>
 #include <set>
 #include <string>
@@ -138,6 +140,40 @@ TEST(RedisCliPubSub, SubscriberProcessReceivesWhatAnotherPublishes) {
   EXPECT_TRUE(wait_until([&] { return redis_cli(server.port(), {"PUBLISH", "chan", "x"}).output == "0\n"; },
                          std::chrono::seconds(10)));
   EXPECT_EQ(server.stop(), 0);
+}
+
+TEST(RedisTakeover, SubscribersKeepTheirChannelsInTheNewProcess) {
+  // esockets-redis --takeover-socket, then a second one with --take-over: the subscriber's
+  // connection moves with its channels, and the old process exits 0.
+  char tmpl[] = "/tmp/esk-redis-takeover-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string path = std::string(tmpl) + "/ctl";
+  Child old_srv;
+  ASSERT_TRUE(old_srv.spawn({ESOCKETS_REDIS_BINARY, "--port", "0", "--shards", "2",
+                             "--takeover-socket", path}));
+  const std::uint16_t port = old_srv.wait_listening();
+  ASSERT_NE(port, 0) << old_srv.output();
+  Client sub(port);
+  EXPECT_EQ(call(sub, {"SUBSCRIBE", "a", "bb"}),
+            "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n");
+  std::string raw;
+  ASSERT_TRUE(read_reply(sub, raw));  // the second confirmation
+  Child new_srv;
+  ASSERT_TRUE(new_srv.spawn({ESOCKETS_REDIS_BINARY, "--port", "0", "--workers", "1",
+                             "--take-over", path}));
+  ASSERT_EQ(new_srv.wait_listening(), port) << new_srv.output();
+  EXPECT_NE(new_srv.output().find("took over 1 connections"), std::string::npos)
+      << new_srv.output();
+  ASSERT_TRUE(wait_until([&] { return !old_srv.alive(); }, std::chrono::seconds(10)))
+      << old_srv.output();
+  EXPECT_EQ(old_srv.stop(), 0) << old_srv.output();
+  Client pub(port);
+  EXPECT_EQ(call(pub, {"PUBLISH", "bb", "after"}), ":1\r\n");
+  std::string channel, payload;
+  ASSERT_TRUE(read_message(sub, channel, payload));
+  EXPECT_EQ(channel, "bb");
+  EXPECT_EQ(payload, "after");
+  EXPECT_EQ(new_srv.stop(), 0);
 }
 
 }  // namespace

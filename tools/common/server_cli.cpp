@@ -43,6 +43,14 @@ void ServerCli::add_server_flags(ServerOptions& o, const ServerFlags& which) {
   })->expected(1, 1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app_->add_flag("--proxy-protocol", proxy_);
   option("--admin", [&o](const char*, const std::string& v) { o.admin = v; });
+  option("--takeover-socket", [this, &o](const char* f, const std::string& v) {
+    if (v.empty() || v.size() > 107) usage_error(std::string(f) + " needs a Unix socket path of 1 to 107 bytes");
+    o.takeover_socket = v;
+  });
+  option("--take-over", [this, &o](const char* f, const std::string& v) {
+    if (v.empty() || v.size() > 107) usage_error(std::string(f) + " needs a Unix socket path of 1 to 107 bytes");
+    o.take_over = v;
+  });
   option("--cpus", [this, &o](const char* f, const std::string& v) {
     o.cpu_affinity = {};
     if (v == "auto") {
@@ -154,6 +162,14 @@ void ServerCli::print_listening(const Server& server, const std::string& detail)
   std::string more = detail;
   const std::string admin = server.admin_address();
   if (!admin.empty()) more += " admin=" + admin;
+  if (opts_ != nullptr && !opts_->take_over.empty()) {
+    const Stats st = server.stats();
+    char buf[160];
+    std::snprintf(buf, sizeof buf, " took over %llu connections in %.1f ms",
+                  static_cast<unsigned long long>(st.taken_over_in), st.takeover_ms);
+    more += buf;
+  }
+  if (opts_ != nullptr && !opts_->takeover_socket.empty()) more += " takeover-socket=" + opts_->takeover_socket;
   std::printf("%s listening on %s (%s)\n", program_.c_str(), where.c_str(), more.c_str());
   std::fflush(stdout);
 }

@@ -1,8 +1,10 @@
 // RedisHandler: see redis_handler.hpp.
 #include "redis_handler.hpp"
 
+#include <charconv>
 #include <cstdio>
 #include <string>
+#include <system_error>
 
 #include "resp_writer.hpp"
 
@@ -41,6 +43,35 @@ void RedisHandler::on_client_disconnect(Connection& conn, CloseReason) {
   if (ClientState* client = conn.state<ClientState>()) {
     unsubscribe_all(ctx_, conn.id(), *client);
   }
+}
+
+std::string RedisHandler::on_client_takeover(Connection& conn) {
+  std::string out;
+  if (const ClientState* client = conn.state<ClientState>()) {
+    for (const std::string& ch : client->channels) {
+      out += std::to_string(ch.size());
+      out += ':';
+      out += ch;
+    }
+  }
+  return out;
+}
+
+bool RedisHandler::on_client_restore(Connection& conn, std::string_view state) {
+  ClientState& client = conn.emplace_state<ClientState>();
+  while (!state.empty()) {
+    const std::size_t colon = state.find(':');
+    std::size_t len = 0;
+    const auto [end, ec] = std::from_chars(state.data(), state.data() + (colon == std::string_view::npos ? 0 : colon), len);
+    if (colon == std::string_view::npos || ec != std::errc() || end != state.data() + colon ||
+        len > state.size() - colon - 1) {
+      return false;  // not what on_client_takeover wrote: refuse rather than guess
+    }
+    const std::string_view ch = state.substr(colon + 1, len);
+    state.remove_prefix(colon + 1 + len);
+    if (client.channels.emplace(ch).second) ctx_.pubsub.subscribe(ch, conn.id());
+  }
+  return true;
 }
 
 void RedisHandler::on_warning(std::string_view message) {

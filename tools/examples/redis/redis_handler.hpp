@@ -19,6 +19,10 @@ class RedisHandler : public Handler {
   /// Bad RESP: "-ERR Protocol error: <reason>", then the engine closes this connection only.
   void on_framing_error(Connection& conn, std::string_view reason) override;
   void on_client_disconnect(Connection& conn, CloseReason reason) override;
+  /// Takeover (--takeover-socket / --take-over): a client's SUBSCRIBEd channels go with it,
+  /// as "<length>:<name>" for each; the new process subscribes it again.
+  std::string on_client_takeover(Connection& conn) override;
+  bool on_client_restore(Connection& conn, std::string_view state) override;
   void on_warning(std::string_view message) override;
 
  private:

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Issue 15 acceptance: a takeover between two esockets-echo processes under esockets-flood
+# --verify load, with a connection storm running. Run from the repository root after
+# tools/run.sh (or a Release build in $BUILD_DIR); results go to $OUT_DIR (default: a new
+# temporary directory). Every load loop is bounded (--duration) and the script stops what it
+# started.
+#   CONNS      pipelined --verify connections (default 2000), DEPTH requests in flight each (8)
+#   STORM      connections the storm opens meanwhile (default 2000; 0 = no storm)
+#   DURATION   seconds of load (default 8); the takeover starts after a third of it
+#   WORKERS    --workers of both servers (default 0); SHARDS (default 2)
+# Prints the old and new servers' lines, the flood verdicts, and a summary; exits non-zero if
+# any flood reports an error, a lost/duplicated/reordered reply, a failed connect or a
+# reconnect, or if the old server does not exit 0 after the takeover.
+set -u
+B=${BUILD_DIR:-build/release}
+OUT=${OUT_DIR:-$(mktemp -d)}
+CONNS=${CONNS:-2000}
+DEPTH=${DEPTH:-8}
+STORM=${STORM:-2000}
+DURATION=${DURATION:-8}
+WORKERS=${WORKERS:-0}
+SHARDS=${SHARDS:-2}
+ECHO=$B/tools/esockets-echo
+FLOOD=$B/tools/flood/esockets-flood
+for t in "$ECHO" "$FLOOD"; do
+  [ -x "$t" ] || { echo "takeover_under_load.sh: $t is missing: build first (tools/run.sh)" >&2; exit 2; }
+done
+mkdir -p "$OUT"
+ctl="$OUT/takeover.sock"
+rm -f "$ctl"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+
+wait_line() {  # file pattern seconds
+  local i
+  for ((i = 0; i < $3 * 20; i++)); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+  return 1
+}
+
+"$ECHO" --port 0 --shards "$SHARDS" --workers "$WORKERS" --takeover-socket "$ctl" >"$OUT/old.txt" 2>&1 &
+old=$!; pids+=("$old")
+wait_line "$OUT/old.txt" "listening on" 5 || { echo "old server did not start:"; cat "$OUT/old.txt"; exit 1; }
+port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$OUT/old.txt" | head -1)
+
+"$FLOOD" --port "$port" -c "$CONNS" --duration "$DURATION" --verify --max-errors 0 --quiet \
+  --json "$OUT/pipeline.json" pipeline "$DEPTH" >"$OUT/pipeline.txt" 2>&1 &
+fp=$!; pids+=("$fp")
+sp=
+if [ "$STORM" -gt 0 ]; then
+  sleep 0.5
+  "$FLOOD" --port "$port" -c "$STORM" --duration "$((DURATION - 1))" --max-errors 0 --quiet \
+    --json "$OUT/storm.json" storm >"$OUT/storm.txt" 2>&1 &
+  sp=$!; pids+=("$sp")
+fi
+sleep "$(awk -v d="$DURATION" 'BEGIN { printf "%.1f", d / 3 }')"
+
+t0=$(date +%s.%N)
+"$ECHO" --port 0 --shards "$SHARDS" --workers "$WORKERS" --take-over "$ctl" --takeover-socket "$ctl" \
+  >"$OUT/new.txt" 2>&1 &
+new=$!; pids+=("$new")
+wait_line "$OUT/new.txt" "listening on" 20 || { echo "new server did not start:"; cat "$OUT/new.txt"; exit 1; }
+wait "$old"; old_rc=$?
+t1=$(date +%s.%N)
+
+status=0
+wait "$fp"; fp_rc=$?
+[ -n "$sp" ] && { wait "$sp"; sp_rc=$?; } || sp_rc=0
+echo "== old server (exit $old_rc)"; grep -E "listening|took|taken|stopping|closes|warning|error" "$OUT/old.txt"
+echo "== new server"; grep -E "listening|warning|error" "$OUT/new.txt"
+echo "== pipeline flood (exit $fp_rc)"; grep -E "connections:|errors|verify|lost|reply|latency|valid|reconnect" "$OUT/pipeline.txt"
+[ -n "$sp" ] && { echo "== storm flood (exit $sp_rc)"; grep -E "connections:|errors|connect|valid" "$OUT/storm.txt"; }
+python3 - "$OUT" "$t0" "$t1" <<'EOF'
+import json, re, sys
+out, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+new = open(out + "/new.txt").read()
+m = re.search(r"took over (\d+) connections in ([0-9.]+) ms", new)
+moved, ms = (int(m.group(1)), float(m.group(2))) if m else (0, 0.0)
+p = json.load(open(out + "/pipeline.json"))
+def find(d, *keys):
+    for k in keys:
+        if isinstance(d, dict) and k in d:
+            return d[k]
+    return None
+print("== summary")
+print(f"connections moved: {moved}; transfer {ms:.1f} ms "
+      f"({ms / max(moved, 1) * 1000:.1f} ms per 1,000); new process start to old exit "
+      f"{(t1 - t0) * 1000:.0f} ms")
+lat = p.get("latency_ms") or p.get("latency") or {}
+print("pipeline latency (client-visible, ms):",
+      {k: lat[k] for k in ("p50", "p99", "p999", "max") if isinstance(lat, dict) and k in lat})
+EOF
+[ "$old_rc" -eq 0 ] || { echo "FAIL: the old server exited $old_rc"; status=1; }
+[ "$fp_rc" -eq 0 ] || { echo "FAIL: the pipeline flood exited $fp_rc"; status=1; }
+[ "$sp_rc" -eq 0 ] || { echo "FAIL: the storm flood exited $sp_rc"; status=1; }
+kill -INT "$new" 2>/dev/null; wait "$new" 2>/dev/null
+pids=()
+[ $status -eq 0 ] && echo "PASS (results in $OUT)"
+exit $status
