@@ -12,13 +12,6 @@
 
 namespace esockets::detail {
 
-namespace {
-
-[[noreturn]] void bad_listener(std::size_t i, const std::string& field, const std::string& why) {
-  throw std::invalid_argument("esockets: ServerOptions.listeners[" + std::to_string(i) + "]." +
-                              field + " " + why);
-}
-
 std::string tcp_text(const ListenAddress& a, std::uint16_t port) {
   return a.kind == ListenAddress::Kind::tcp6 ? "[" + a.host + "]:" + std::to_string(port)
                                              : a.host + ":" + std::to_string(port);
@@ -26,6 +19,13 @@ std::string tcp_text(const ListenAddress& a, std::uint16_t port) {
 
 std::string unix_text(const ListenAddress& a) {
   return a.kind == ListenAddress::Kind::unix_abstract ? "unix:@" + a.path : "unix:" + a.path;
+}
+
+namespace {
+
+[[noreturn]] void bad_listener(std::size_t i, const std::string& field, const std::string& why) {
+  throw std::invalid_argument("esockets: ServerOptions.listeners[" + std::to_string(i) + "]." +
+                              field + " " + why);
 }
 
 socklen_t unix_sockaddr(const ListenAddress& a, sockaddr_un& sun) {

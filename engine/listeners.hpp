@@ -50,6 +50,11 @@ struct ListenerState {
 
 using Listeners = std::vector<std::unique_ptr<ListenerState>>;
 
+// How ListenerInfo::address spells a bound listener: "host:port", "[v6]:port", "unix:/path",
+// "unix:@name".
+std::string tcp_text(const ListenAddress& a, std::uint16_t port);
+std::string unix_text(const ListenAddress& a);
+
 // At most this many listeners per server (epoll tags reserve that many slots).
 inline constexpr std::size_t kMaxListeners = 64;
 

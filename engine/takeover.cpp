@@ -360,26 +360,35 @@ std::vector<std::vector<int>> ServerCore::take_over_listeners_locked() {
         fail("getsockname on a received listener failed");
       }
       const std::uint16_t port = to_peer_address(ss).port;
-      if (l.addr.port != 0 && l.addr.port != port) {
+      if ((l.addr.port != 0 && l.addr.port != port) || tcp_text(l.addr, port) != bound) {
         fail("listener " + std::to_string(li) + " is " + bound + " in the old server but " +
-             std::to_string(l.addr.port) + " is configured here: use the same port (or 0)");
+             tcp_text(l.addr, l.addr.port) +
+             " is configured here: use the same address and port (or port 0)");
       }
       l.port = port;
       l.bound = bound;
       if (group != 0 && group != count) fail("the old server's TCP listeners differ in size");
       group = static_cast<unsigned>(count);
     } else {
-      l.shared_fd = per[li][0];
-      l.bound = bound;
-      struct stat st {};
-      if (l.addr.kind == ListenAddress::Kind::unix_path && ::stat(l.addr.path.c_str(), &st) == 0) {
-        l.unix_dev = st.st_dev;
-        l.unix_ino = st.st_ino;
+      if (unix_text(l.addr) != bound) {
+        fail("listener " + std::to_string(li) + " is " + bound + " in the old server but " +
+             unix_text(l.addr) + " here: configure the same path");
       }
+      l.bound = bound;
     }
   }
   if (!r.ok() || !r.at_end() || used != got.v.size()) {
     fail("malformed listeners message: " + (r.ok() ? std::string("extra data") : r.what()));
+  }
+  for (std::size_t li = 0; li < n; ++li) {
+    ListenerState& l = *listeners_[li];
+    if (!l.unix_socket()) continue;
+    l.shared_fd = per[li][0];  // owned by the listener from here on (closed at stop)
+    struct stat st {};
+    if (l.addr.kind == ListenAddress::Kind::unix_path && ::stat(l.addr.path.c_str(), &st) == 0) {
+      l.unix_dev = st.st_dev;
+      l.unix_ino = st.st_ino;
+    }
   }
   // Shards: as many as the old server had sockets (every socket keeps being served, so
   // nothing queued on one is lost); start() then resizes to options.shards.
