@@ -292,6 +292,14 @@ std::string render_metrics(const Stats& s, MetricsFormat format, std::string_vie
   w.value({}, static_cast<U>(s.draining ? 1 : 0));
   w.family("resizes", Kind::counter, "set_shards() calls that changed the shard count.");
   w.value({}, s.resizes);
+  w.family("takeover_connections", Kind::counter,
+           "Connections handed to a new process (direction=out) or received from an old one "
+           "(direction=in) by a takeover.");
+  w.value({{"direction", "out"}}, s.taken_over_out);
+  w.value({{"direction", "in"}}, s.taken_over_in);
+  w.family("takeover_last_duration_seconds", Kind::gauge,
+           "How long the last takeover's transfer took (0 if none).", "seconds");
+  w.value({}, s.takeover_ms / 1000.0);
   w.family("worker_cpu", Kind::gauge, "The CPU a worker thread is pinned to, or -1.");
   for (std::size_t i = 0; i < s.worker_cpus.size(); ++i) {
     const Decimal worker(i);

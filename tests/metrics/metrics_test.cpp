@@ -93,6 +93,9 @@ Stats sample_stats() {
   s.handoff_wait.count = 7;
   s.handoff_wait.sum_ns = 4100000;
   s.resizes = 4;
+  s.taken_over_out = 11;
+  s.taken_over_in = 12;
+  s.takeover_ms = 250;
   s.worker_cpus = {2, -1};
   s.draining = true;
   return s;
@@ -224,6 +227,8 @@ void expect_values(const std::string& text, const Stats& s, bool om) {
   EXPECT_EQ(value_of(e, "esockets_shards"), "2");
   EXPECT_EQ(value_of(e, "esockets_draining"), "1");
   EXPECT_EQ(value_of(e, "esockets_resizes_total"), "4");
+  EXPECT_EQ(value_of(e, "esockets_takeover_connections_total", {{"direction", "out"}}), "11");
+  EXPECT_EQ(value_of(e, "esockets_takeover_connections_total", {{"direction", "in"}}), "12");
   EXPECT_EQ(value_of(e, "esockets_worker_cpu", {{"worker", "0"}}), "2");
   EXPECT_EQ(value_of(e, "esockets_worker_cpu", {{"worker", "1"}}), "-1");
   EXPECT_EQ(value_of(e, "esockets_accepts_total", {{"shard", "1"}}), u(s.shards[1].accepts));
