@@ -261,7 +261,7 @@ void AdminServer::Impl::bind(const std::string& text) {
     ::setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // restarts in TIME_WAIT
     // A process taking over (ServerOptions::take_over) binds the same admin port while this one
     // still serves it; the old one closes its socket when it stops.
-    ::setsockopt(listen_fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (hooks.reuse_port) ::setsockopt(listen_fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     sockaddr_storage ss{};
     socklen_t len = 0;
     if (v6) {

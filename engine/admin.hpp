@@ -21,6 +21,9 @@ class AdminServer {
     std::function<bool()> draining;                     // true: GET /health answers 503
     // A client that has not sent its whole request head by then is closed (tests shorten it).
     std::chrono::milliseconds head_timeout{5000};
+    // TCP: bind with SO_REUSEPORT, so that a process taking over this server (takeover) binds
+    // the same address while this one still serves it. Otherwise a taken address fails.
+    bool reuse_port = false;
   };
   // Parses and binds `address` (parse_listen_address: TCP "127.0.0.1:9100", "[::1]:9100", or
   // "unix:/path"); throws std::invalid_argument for a bad address, std::system_error naming it

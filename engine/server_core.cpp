@@ -305,6 +305,7 @@ void ServerCore::start_locked() {
       AdminServer::Hooks hooks;
       hooks.metrics = [this](MetricsFormat f) { return render_metrics(stats(), f); };
       hooks.draining = [this] { return draining(); };
+      hooks.reuse_port = !opts_.takeover_socket.empty() || !opts_.take_over.empty();
       admin_ = std::make_unique<AdminServer>(opts_.admin, std::move(hooks));
     }
     for (auto& f : fds) {
