@@ -110,4 +110,11 @@ std::uint32_t ConnectionTable::owner(std::uint32_t slot) const {
   return s == nullptr ? kNoShard : s->owner.load(std::memory_order_seq_cst);
 }
 
+std::uint32_t ConnectionTable::engine_route(std::uint32_t slot) const {
+  Slot* s = slot_ptr(slot);
+  if (s == nullptr) return kNoShard;
+  const std::uint32_t owner = s->owner.load(std::memory_order_seq_cst);
+  return owner != kNoShard ? owner : s->host.load(std::memory_order_acquire);
+}
+
 }  // namespace esockets::detail

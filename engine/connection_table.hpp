@@ -55,6 +55,10 @@ class ConnectionTable {
   bool live(ConnectionId id) const;
   /// Any thread: the shard commands for this slot go to (kNoShard if none).
   std::uint32_t owner(std::uint32_t slot) const;
+  /// Any engine thread: where a command it queued for this slot goes. The owner; but while a
+  /// live connection is handed to another process (owner none, see shard_takeover.cpp), its
+  /// host, which applies what its own handlers sent until it saved the connection's state.
+  std::uint32_t engine_route(std::uint32_t slot) const;
   /// Any thread: calls fn(id) for every live slot (weakly consistent).
   template <class Fn>
   void for_each_live(Fn&& fn) const;

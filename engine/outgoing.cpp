@@ -21,7 +21,7 @@ bool Outgoing::push_multicast(ServerCore& core, MulticastBatch* b, std::uint64_t
   for (std::uint64_t v : b->ids) {
     const ConnectionId id = ConnectionId::from_value(v);
     if (!table.live(id)) continue;  // gone: as if it had arrived after the close
-    const std::uint32_t owner = table.owner(id.slot());
+    const std::uint32_t owner = table.engine_route(id.slot());
     if (owner >= 256) continue;
     by_shard_[owner].push_back(v);
     used[owner >> 6] |= std::uint64_t{1} << (owner & 63);
@@ -75,7 +75,7 @@ bool Outgoing::flush_erased(ServerCore& core, PushFn put, void* ctx) {
       target = c.shard;
     } else {
       const ConnectionId id = ConnectionId::from_value(c.id);
-      target = table.live(id) ? table.owner(id.slot()) : ConnectionTable::kNoShard;
+      target = table.live(id) ? table.engine_route(id.slot()) : ConnectionTable::kNoShard;
     }
     Shard* s = target < core.shard_bound() ? core.shard_ptr(target) : nullptr;
     if (s == nullptr || !s->accepting()) {

@@ -363,6 +363,7 @@ class Shard {
   std::vector<TakenState> export_states_;                 // their saved states
   std::unordered_map<std::uint64_t, std::size_t> export_index_;  // id -> index, from workers
   std::size_t export_waiting_ = 0;                        // states still to come from workers
+  std::uint64_t takeover_remote_mark_ = 0;  // remote_ commands queued before the records
 };
 
 template <class Fn>

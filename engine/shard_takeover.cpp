@@ -129,6 +129,13 @@ void Shard::advance_takeover() {
       route.done();
       takeover_flipped_ = false;
       drain_all();
+      if (outboxes_.empty()) {
+        // Functions posted before the switch run now, on the thread that runs this
+        // connection's handlers, and what they send reaches us (engine_route: commands an
+        // engine thread queued for a connection in transit go to its host until it leaves).
+        run_posted();
+        flush_remote();
+      }
       flush_dirty();  // no pointer to a record we give away may stay in our lists
       export_states_.assign(export_.size(), TakenState{});
       export_waiting_ = 0;
@@ -153,12 +160,19 @@ void Shard::advance_takeover() {
           emit(c->worker, Event{c->id().value(), nullptr, index_, EventKind::takeover, 0});
         }
       }
+      // What the hooks and the posted functions sent leaves our list before the records are
+      // made (inline; with workers it comes in before each takeover_state answer).
+      takeover_remote_mark_ = remote_.pushed_count();
       takeover_ = Takeover::saving;
       service_workers();
       [[fallthrough]];
     }
     case Takeover::saving:
       if (export_waiting_ > 0) return;
+      if (!remote_.flushed_through(takeover_remote_mark_)) {
+        flush_remote();
+        if (!remote_.flushed_through(takeover_remote_mark_)) return;
+      }
       finish_export();
       return;
   }
@@ -170,8 +184,7 @@ void Shard::take_state(const Command& cmd) {
   if (it == export_index_.end()) return;
   export_states_[it->second] = std::move(*st);
   export_index_.erase(it);
-  if (export_waiting_ > 0) --export_waiting_;
-  if (export_waiting_ == 0 && takeover_ == Takeover::saving) finish_export();
+  if (export_waiting_ > 0) --export_waiting_;  // advance_takeover() goes on from the loop
 }
 
 void Shard::finish_export() {
@@ -192,7 +205,7 @@ void Shard::finish_export() {
     r.peer = c->pub.peer_;
     r.input = std::string(Framer::unread(c->frame));
     c->out.copy_to(r.output);
-    r.flags = c->user_paused ? kRecordUserPaused : 0;
+    r.flags = (c->user_paused ? kRecordUserPaused : 0) | (c->above_high ? kRecordAboveHigh : 0);
     r.app_state = std::move(export_states_[i].app);
     r.proxy = std::move(export_states_[i].proxy);
     batch->fds.push_back(c->fd());
@@ -320,6 +333,9 @@ void Shard::import_batch(ConnBatch& b) {
       emit(c->worker, Event{c->id().value(), info, static_cast<std::uint32_t>(fd),
                             EventKind::connect, 0});
     }
+    c->above_high = (r.flags & kRecordAboveHigh) != 0;
+    after_output_change(c);  // on_output_low if the carried output is already low (or high)
+    if (table_.find(c->id(), index_) != c) continue;
     if (!c->out.empty()) mark_dirty(c);
     if (c->reading() && c->frame.has_pending_frames()) resume_reading(c);
   }

@@ -97,7 +97,8 @@ void ServerCore::takeover_warning(Severity severity, const std::string& text) {
   Warning w;
   w.code = WarningCode::takeover;
   w.severity = severity;
-  w.text = "esockets: takeover: " + text;
+  const std::string line = "esockets: takeover: " + text;  // Warning::text only points to it
+  w.text = line;
   report(w);
 }
 

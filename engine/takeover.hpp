@@ -74,5 +74,8 @@ inline constexpr std::uint32_t kRecordUserPaused = 1;  // pause_reading() was in
 // Still in its PROXY stage (nothing read, no handler saw it); frame_progress holds the
 // milliseconds left of its proxy_timeout.
 inline constexpr std::uint32_t kRecordProxyPending = 2;
+// on_output_high was called and on_output_low not yet: the new process calls on_output_low
+// when the carried output drains (the application may be waiting for it).
+inline constexpr std::uint32_t kRecordAboveHigh = 4;
 
 }  // namespace esockets::detail
