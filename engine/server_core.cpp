@@ -507,7 +507,8 @@ void ServerCore::retire_shard_locked() {
 }
 
 void ServerCore::steer_locked(const std::vector<unsigned>& receivers) {
-  if (receivers.empty() || !steering_ok_) return;
+  // Shared with other processes: positions in the group are not ours to count.
+  if (receivers.empty() || !steering_ok_ || opts_.reuseport_shared) return;
   // Classic BPF for the reuseport group: a random member among the receivers' positions.
   std::vector<sock_filter> code;
   code.push_back(sock_filter{BPF_LD | BPF_W | BPF_ABS, 0, 0,
@@ -548,7 +549,7 @@ void ServerCore::steer_locked(const std::vector<unsigned>& receivers) {
 }
 
 void ServerCore::unsteer_locked() {
-  if (!steering_ok_ || active_.empty()) return;
+  if (!steering_ok_ || active_.empty() || opts_.reuseport_shared) return;
   for (std::size_t li = 0; li < listeners_.size(); ++li) {
     if (listeners_[li]->unix_socket()) continue;
     const int fd = shard_ptr(active_.front())->listen_fd(li);

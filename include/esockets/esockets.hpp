@@ -11,6 +11,7 @@
 #include "esockets/proxy.hpp"
 #include "esockets/server.hpp"
 #include "esockets/stats.hpp"
+#include "esockets/supervisor.hpp"
 #include "esockets/types.hpp"
 #include "esockets/version.hpp"
 #include "esockets/warning.hpp"

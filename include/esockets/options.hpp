@@ -100,6 +100,12 @@ struct ServerOptions {
   /// SO_SNDBUF / SO_RCVBUF for accepted sockets in bytes; 0 = the kernel's autotuning.
   int socket_send_buffer = 0;
   int socket_receive_buffer = 0;  ///< SO_RCVBUF; see socket_send_buffer
+  /// Other processes share these TCP listeners' SO_REUSEPORT groups (the Supervisor's
+  /// multi-process mode sets it through ChildContext::options()): set_shards() shrinking then
+  /// attaches no BPF steering program to a group, since the program's positions would count
+  /// only this process's sockets and misdirect the other processes' connections. A retiring
+  /// shard still hands over what its listener accepted during its grace period.
+  bool reuseport_shared = false;
 
   /// Serve GET /metrics (Prometheus / OpenMetrics text, render_metrics) and GET /health
   /// (200, or 503 once Server::drain() or stop() began) on this address, from a thread of its

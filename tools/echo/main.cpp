@@ -1,8 +1,11 @@
 // esockets-echo: an echo server on the esockets engine.
 // Every message comes back to its sender (re-framed with the server's framing). SIGINT or
-// SIGTERM stops it gracefully and prints per-shard stats.
+// SIGTERM stops it gracefully and prints per-shard stats. With --processes N it runs N processes
+// under an esockets::Supervisor on the same listeners and prints the totals of all of them.
 #include <signal.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -27,6 +30,11 @@ constexpr const char* kUsage =
     "                        repeatable (default 127.0.0.0/8 and ::1)\n"
     "  --admin ADDR          serve GET /metrics (Prometheus/OpenMetrics) and GET /health\n"
     "                        (503 while draining) on ADDR, e.g. 127.0.0.1:9100\n"
+    "  --takeover-socket PATH  offer a takeover on this Unix socket: a new process started\n"
+    "                        with --take-over PATH gets the listeners and every client, then\n"
+    "                        this one prints its stats and exits 0\n"
+    "  --take-over PATH      take over from the server offering PATH instead of binding (use\n"
+    "                        the same listeners; the first line says how many clients came)\n"
     "  --drain SEC           on SIGTERM, first drain for SEC seconds (/health says 503, all\n"
     "                        clients still served), then stop (default 0)\n"
     "  --cpus LIST|auto      pin shards then workers to these CPUs, round-robin (0,1 or auto)\n"
@@ -51,11 +59,16 @@ constexpr const char* kUsage =
     "                        more work before sleeping, 0 = sleep at once (default 50)\n"
     "  --read-chunk BYTES    per-shard read buffer (default 65536)\n"
     "  --backlog N           listen backlog (default 4096)\n"
+    "  --processes N         run N processes (1..256) on the same listeners (SO_REUSEPORT),\n"
+    "                        each with --shards shards and its own fd limit; one that dies\n"
+    "                        is restarted; SIGTERM drains and stops all; the stats are the\n"
+    "                        totals of every process (default: one process, no supervisor)\n"
     "  --stats-interval SEC  also print stats every SEC seconds (default 0 = only at exit)\n"
     "  -q, --quiet           do not print the listening line\n"
     "  -h, --help            this text\n"
     "Signals: SIGINT/SIGTERM stop gracefully and print stats; SIGUSR1 adds a shard, SIGUSR2\n"
-    "retires one (never below 1), SIGHUP rebalances; each prints the per-shard stats after.\n"
+    "retires one (never below 1), SIGHUP rebalances; each prints the per-shard stats after\n"
+    "(with --processes they are ignored).\n"
     "Exit status: 0 after a clean stop, 2 for a bad flag, 1 if the server cannot start.\n";
 
 class EchoHandler : public esockets::Handler {
@@ -76,6 +89,83 @@ class EchoHandler : public esockets::Handler {
  private:
   bool framed_;
 };
+
+std::string framing_name(esockets::Framing f) {
+  return f == esockets::Framing::raw ? "raw" : f == esockets::Framing::line ? "line" : "length-prefixed";
+}
+
+// --processes: the supervisor's side. SIGINT/SIGTERM reach stop() through this pointer.
+std::atomic<esockets::Supervisor*> g_supervisor{nullptr};
+volatile sig_atomic_t g_stop_signal = 0;
+static_assert(std::atomic<esockets::Supervisor*>::is_always_lock_free);
+
+extern "C" void on_supervisor_stop(int sig) {
+  g_stop_signal = sig;
+  if (esockets::Supervisor* s = g_supervisor.load()) s->stop();  // async-signal-safe
+}
+
+int run_processes(esockets::tools::ServerCli& cli, const esockets::ServerOptions& o, unsigned processes,
+                  unsigned stats_interval, std::chrono::milliseconds drain_for) {
+  esockets::SupervisorOptions so;
+  so.processes = processes;
+  so.server = o;
+  so.drain = drain_for;
+  if (so.stop_timeout <= drain_for) so.stop_timeout = drain_for + std::chrono::seconds(30);
+  so.handle_signals = false;  // ours below: they also say which signal it was
+  so.tick_interval = std::chrono::seconds(stats_interval);
+  const std::string detail = "processes=" + std::to_string(processes) + " shards=" +
+                             std::to_string(o.shards) + " workers=" + std::to_string(o.workers) +
+                             " framing=" + framing_name(o.framing);
+  so.on_event = [&](esockets::Supervisor& sup, const esockets::SupervisorEvent& e) {
+    using K = esockets::SupervisorEventKind;
+    switch (e.kind) {
+      case K::all_ready: {
+        if (cli.quiet()) break;
+        std::string where;
+        for (const std::string& a : sup.addresses()) where += (where.empty() ? "" : ", ") + a;
+        std::string more = detail;
+        if (!sup.admin_address().empty()) more += " admin=" + sup.admin_address();
+        std::printf("esockets-echo listening on %s (%s)\n", where.c_str(), more.c_str());
+        break;
+      }
+      case K::exited:
+      case K::restarting:
+        if (!sup.stats().stopping) std::printf("esockets-echo: %s\n", e.text.c_str());
+        break;
+      case K::stopping:
+        std::printf("esockets-echo: %s, %s\n",
+                    g_stop_signal == SIGINT ? "SIGINT" : g_stop_signal == SIGTERM ? "SIGTERM" : "stop",
+                    e.text.c_str());
+        break;
+      case K::tick:
+        esockets::tools::print_process_stats(stdout, sup.stats());
+        break;
+      default:
+        break;
+    }
+    std::fflush(stdout);
+  };
+  const bool framed = o.framing != esockets::Framing::raw;
+  esockets::Supervisor sup(so, [framed](const esockets::ChildContext& ctx) {
+    EchoHandler handler(framed);
+    esockets::Server server(handler, ctx.options());
+    server.start();
+    return ctx.serve(server);
+  });
+  g_supervisor.store(&sup);
+  struct sigaction sa {};
+  sa.sa_handler = on_supervisor_stop;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  const int status = sup.run();
+  g_supervisor.store(nullptr);
+  esockets::tools::print_process_stats(stdout, sup.stats());
+  std::printf("esockets-echo: %u processes stopped, exit status %d\n", processes, status);
+  std::fflush(stdout);
+  return status;
+}
 
 }  // namespace
 
@@ -136,9 +226,27 @@ int main(int argc, char** argv) {
   cli.option("--stats-interval",
       [&](const char* f, const std::string& v) { stats_interval = cli.number<unsigned>(f, v, 0, 86400); });
   cli.option("--drain", [&](const char* f, const std::string& v) { drain_for = cli.seconds(f, v); });
+  unsigned processes = 0;
+  cli.option("--processes",
+      [&](const char* f, const std::string& v) { processes = cli.number<unsigned>(f, v, 1, 256); });
   cli.parse(argc, argv);
 
   if (o.output_total_cap < o.output_hard_cap) o.output_total_cap = o.output_hard_cap;
+
+  if (processes > 0 && (!o.takeover_socket.empty() || !o.take_over.empty())) {
+    cli.usage_error("--processes does not take --takeover-socket or --take-over yet: upgrade "
+                    "one process at a time by running them without --processes");
+  }
+  if (processes > 0) {
+    // The supervisor forks before any thread exists; the children block the stop signals
+    // themselves. The resize signals would terminate an unprepared process: ignored.
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    int status = 0;
+    const int rc = cli.run([&] { status = run_processes(cli, o, processes, stats_interval, drain_for); });
+    return rc != 0 ? rc : status;
+  }
 
   // Engine threads inherit this mask: only the main thread takes the stop signals.
   sigset_t set;
@@ -161,13 +269,29 @@ int main(int argc, char** argv) {
                              : o.framing == esockets::Framing::line ? "line"
                                                                     : "length-prefixed"));
     int sig = 0;
+    // With --takeover-socket the server may end by itself (a new process took everything):
+    // look every 100 ms.
+    const bool offers_takeover = !o.takeover_socket.empty();
+    bool handed_over = false;
+    using SteadyClock = std::chrono::steady_clock;
+    const auto interval = std::chrono::seconds(stats_interval);
+    auto next_stats = SteadyClock::now() + interval;
     while (true) {
       siginfo_t info;
-      if (stats_interval == 0) {
+      if (stats_interval == 0 && !offers_takeover) {
         sig = sigwaitinfo(&set, &info);
       } else {
-        timespec ts{static_cast<time_t>(stats_interval), 0};
+        auto wait = stats_interval > 0 ? std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             next_stats - SteadyClock::now())
+                                       : std::chrono::milliseconds(100);
+        if (offers_takeover) wait = std::min(wait, std::chrono::milliseconds(100));
+        if (wait.count() < 1) wait = std::chrono::milliseconds(1);
+        timespec ts{static_cast<time_t>(wait.count() / 1000), static_cast<long>(wait.count() % 1000) * 1000000L};
         sig = sigtimedwait(&set, &info, &ts);
+      }
+      if (sig < 0 && offers_takeover && !server.running()) {
+        handed_over = true;
+        break;
       }
       if (sig == SIGTERM && drain_for.count() > 0 && !server.draining()) {
         // A load balancer polling /health sees 503 and sends new clients elsewhere; everyone
@@ -209,7 +333,23 @@ int main(int argc, char** argv) {
                     sig == SIGUSR1 ? "SIGUSR1" : sig == SIGUSR2 ? "SIGUSR2" : "SIGHUP", before,
                     server.shards(), ms);
       }
-      if (sig > 0 || stats_interval > 0) esockets::tools::print_stats(stdout, server.stats());
+      if (sig > 0) {
+        esockets::tools::print_stats(stdout, server.stats());
+      } else if (stats_interval > 0 && SteadyClock::now() >= next_stats) {
+        esockets::tools::print_stats(stdout, server.stats());
+        next_stats += interval;
+      }
+    }
+    if (handed_over) {
+      server.wait();
+      const esockets::Stats st = server.stats();
+      std::printf("esockets-echo: took over by a new process: %llu connections handed over in "
+                  "%.1f ms, stopping\n",
+                  static_cast<unsigned long long>(st.taken_over_out), st.takeover_ms);
+      std::fflush(stdout);
+      server.stop();
+      esockets::tools::print_stats(stdout, st);
+      return;
     }
     std::printf("esockets-echo: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     std::fflush(stdout);

@@ -46,4 +46,21 @@ void print_stats(std::FILE* out, const Stats& st) {
   std::fflush(out);
 }
 
+void print_process_stats(std::FILE* out, const SupervisorStats& st) {
+  print_stats(out, st.total);
+  std::fprintf(out, "%-7s %8s %8s %8s %9s %12s %12s %11s %11s\n", "process", "pid", "restarts",
+               "conns", "accepts", "bytes_in", "bytes_out", "msgs_in", "msgs_out");
+  for (const ProcessStats& p : st.processes) {
+    const ShardStats& t = p.stats.total;
+    std::fprintf(out,
+                 "%-7u %8d %8" PRIu64 " %8" PRIu64 " %9" PRIu64 " %12" PRIu64 " %12" PRIu64
+                 " %11" PRIu64 " %11" PRIu64 "\n",
+                 p.process, p.pid, p.restarts, t.connections, t.accepts, t.bytes_in, t.bytes_out,
+                 t.messages_in, t.messages_out);
+  }
+  std::fprintf(out, "processes: %zu running=%u restarts=%" PRIu64 " (totals include processes that ended)\n",
+               st.processes.size(), st.running, st.restarts);
+  std::fflush(out);
+}
+
 }  // namespace esockets::tools
