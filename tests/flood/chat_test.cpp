@@ -3,6 +3,7 @@
 // disconnects leave rooms, one publisher's messages arrive in order across shards and workers,
 // flags and signals.
 #include <signal.h>
+#include <stdlib.h>
 
 #include <gtest/gtest.h>
 
@@ -137,6 +138,33 @@ TEST(ChatServer, DisconnectLeavesRooms) {
     pub.close();
     EXPECT_EQ(chat.proc.stop(SIGTERM), 0);
     EXPECT_NE(chat.proc.output().find("0 rooms left"), std::string::npos) << chat.proc.output();
+}
+
+TEST(ChatServer, TakeoverCarriesEachConnectionsRooms) {
+    // esockets-chat --takeover-socket, then another with --take-over: the subscriber keeps its
+    // rooms in the new process, and the old one exits 0.
+    char dir[] = "/tmp/esk-chat-takeover-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    const std::string path = std::string(dir) + "/ctl";
+    ChatProcess old_proc({"--port", "0", "--shards", "2", "--takeover-socket", path});
+    const std::uint16_t port = old_proc.wait_listening();
+    ASSERT_NE(port, 0) << old_proc.output();
+    Client sub(port);
+    ASSERT_TRUE(sub.send_line("SUB a"));
+    EXPECT_EQ(line_of(sub), "OK SUB a");
+    ASSERT_TRUE(sub.send_line("SUB b"));
+    EXPECT_EQ(line_of(sub), "OK SUB b");
+    ChatProcess new_proc({"--port", "0", "--workers", "1", "--take-over", path});
+    ASSERT_EQ(new_proc.wait_listening(), port) << new_proc.output();
+    EXPECT_EQ(old_proc.wait_exit(std::chrono::seconds(10)), 0) << old_proc.output();
+    Client pub(port);
+    ASSERT_TRUE(pub.send_line("PUB b after"));
+    ASSERT_TRUE(pub.send_line("PUB a again"));
+    EXPECT_EQ(line_of(sub), "MSG b after");
+    EXPECT_EQ(line_of(sub), "MSG a again");
+    sub.close();
+    pub.close();
+    EXPECT_EQ(new_proc.stop(SIGTERM), 0) << new_proc.output();
 }
 
 // One publisher's messages, fanned out from its handler thread to subscribers on every shard,

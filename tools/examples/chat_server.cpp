@@ -46,6 +46,10 @@ constexpr const char* kUsage =
     "  --workers N        handler threads, 0 = inline on the shards (default 0)\n"
     "  --max-frame BYTES  longest command line; a longer one closes the connection\n"
     "                     (default 65536)\n"
+    "  --takeover-socket PATH  offer a takeover on this Unix socket: a new process started\n"
+    "                     with --take-over PATH gets the listeners and every client with its\n"
+    "                     rooms; this one then exits 0\n"
+    "  --take-over PATH   take over from the server offering PATH instead of binding\n"
     "  -q, --quiet        do not print the listening line\n"
     "  -h, --help         this text\n"
     "SIGINT/SIGTERM stop it gracefully (request_stop from the signal handler) and print a\n"
@@ -122,6 +126,28 @@ class ChatHandler : public esockets::Handler {
     conn.set_user_data(nullptr);
   }
 
+  // Takeover (--takeover-socket / --take-over): a connection's rooms go with it, one per line;
+  // the new process joins them again before its first message.
+  std::string on_client_takeover(esockets::Connection& conn) override {
+    std::string out;
+    if (const auto* session = static_cast<const Session*>(conn.user_data())) {
+      for (const std::string& room : session->rooms) out.append(room).append("\n");
+    }
+    return out;
+  }
+  bool on_client_restore(esockets::Connection& conn, std::string_view state) override {
+    auto* session = new Session;
+    conn.set_user_data(session);  // on_client_disconnect frees it, also after a refusal
+    while (!state.empty()) {
+      const std::size_t nl = state.find('\n');
+      const std::string_view room = state.substr(0, nl);
+      state.remove_prefix(nl == std::string_view::npos ? state.size() : nl + 1);
+      if (!valid_room(room) || session->rooms.size() >= kMaxRoomsPerConnection) return false;
+      join(conn, *session, room);
+    }
+    return true;
+  }
+
   void on_warning(std::string_view msg) override {
     std::fprintf(stderr, "esockets-chat: warning: %.*s\n", static_cast<int>(msg.size()), msg.data());
   }
@@ -149,6 +175,12 @@ class ChatHandler : public esockets::Handler {
       return reply(conn, "ERR too many rooms (at most " + std::to_string(kMaxRoomsPerConnection) +
                              " per connection)");
     }
+    join(conn, session, room);
+    // After the add: whoever sees this line is reached by every PUB read after it.
+    reply(conn, "OK SUB " + std::string(room));
+  }
+
+  void join(esockets::Connection& conn, Session& session, std::string_view room) {
     {
       std::unique_lock lk(mu_);
       auto& slot = rooms_[std::string(room)];
@@ -157,8 +189,6 @@ class ChatHandler : public esockets::Handler {
       ++slot->members;
     }
     session.rooms.emplace_back(room);
-    // After the add: whoever sees this line is reached by every PUB read after it.
-    reply(conn, "OK SUB " + std::string(room));
   }
 
   void unsubscribe(esockets::Connection& conn, Session& session, std::string_view room) {
