@@ -15,6 +15,7 @@
 #include "esockets/server.hpp"
 #include "send_queue.hpp"
 #include "shard.hpp"
+#include "supervisor_stats.hpp"
 #include "socket_ops.hpp"
 #include "threads.hpp"
 #include <linux/filter.h>
@@ -689,25 +690,7 @@ Stats ServerCore::stats() const {
   st.draining = draining();
   st.total.cpu = -1;
   for (const auto& w : workers_) st.total.wakeups += w->kernel_wakeups();
-  if (!st.shards.empty()) {
-    double busy_sum = 0;
-    for (const auto& x : st.shards) busy_sum += x.busy_ratio;
-    st.total.busy_ratio = busy_sum / static_cast<double>(st.shards.size());
-    auto imbalance = [&](auto get) {
-      double mx = 0, sum = 0;
-      for (const auto& x : st.shards) {
-        const double v = static_cast<double>(get(x));
-        mx = v > mx ? v : mx;
-        sum += v;
-      }
-      const double mean = sum / static_cast<double>(st.shards.size());
-      return mean > 0 ? mx / mean : 1.0;
-    };
-    st.imbalance.connections = imbalance([](const ShardStats& x) { return x.connections; });
-    st.imbalance.accepts = imbalance([](const ShardStats& x) { return x.accepts; });
-    st.imbalance.events_per_sec = imbalance([](const ShardStats& x) { return x.events_per_sec; });
-    st.imbalance.busy_ratio = imbalance([](const ShardStats& x) { return x.busy_ratio; });
-  }
+  summarize_shards(st);
   return st;
 }
 

@@ -215,6 +215,10 @@ void finish_sum(Stats& st) {
   st.total.shard = 0;
   st.total.busy_ratio = 0;
   st.imbalance = {};
+  summarize_shards(st);
+}
+
+void summarize_shards(Stats& st) {
   if (st.shards.empty()) return;
   double busy_sum = 0;
   for (const auto& x : st.shards) busy_sum += x.busy_ratio;

@@ -33,5 +33,9 @@ void accumulate(Stats& into, const Stats& s, unsigned& next_shard);
 // After accumulating: the total's busy ratio (the shards' mean), cpu and the imbalance over
 // the shards.
 void finish_sum(Stats& sum);
+// Over st.shards: the total's busy_ratio (their mean) and st.imbalance (max over mean of
+// connections, accepts, events/s and busy ratio); nothing when there is no shard. Used by
+// Server::stats() and by finish_sum.
+void summarize_shards(Stats& st);
 
 }  // namespace esockets::detail

@@ -6,11 +6,15 @@
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -292,6 +296,58 @@ TEST(TakeoverCases, ConnectionInItsProxyStageMovesWithItsDeadline) {
   EXPECT_EQ(got, "192.0.2.7:4000 hello");
   EXPECT_EQ(new_srv.stats().taken_over_in, 1u);
   new_srv.stop();
+}
+
+TEST(TakeoverCases, PeerOfAnotherUserIsRefusedAndChangesNothing) {
+  // The socket file is 0600 (the first wall); behind it the server checks the peer's uid
+  // (SO_PEERCRED). Opened up to everyone here, a client running as another user connects and
+  // must be refused with a warning naming its uid, while everything keeps being served.
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another user";
+  const std::string path = temp_path("foreign");
+  CountingEcho h_old;
+  ServerOptions oo = options(1, 0);
+  oo.takeover_socket = path;
+  oo.takeover_timeout = 2000ms;
+  Server old_srv(h_old, oo);
+  old_srv.start();
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << std::oct << (st.st_mode & 0777);
+  ASSERT_EQ(::chmod(path.c_str(), 0666), 0);
+  ASSERT_EQ(::chmod(path.substr(0, path.rfind('/')).c_str(), 0755), 0);
+  Client c(old_srv.port());
+  std::string why;
+  ASSERT_TRUE(round_trip(c, 0, 0, why)) << why;
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Raw system calls only (another thread may hold a lock the child would need).
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
+    const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0) ::_exit(3);
+    char buf[256];
+    while (::read(fd, buf, sizeof buf) > 0) {
+    }
+    ::_exit(0);  // the server closed on us
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_TRUE(wait_until([&] { return h_old.warnings.load() >= 1; }, 5s));
+  {
+    std::lock_guard lk(h_old.mu);
+    EXPECT_NE(h_old.last_warning.find("uid 65534"), std::string::npos) << h_old.last_warning;
+  }
+  EXPECT_TRUE(old_srv.running());
+  ASSERT_TRUE(round_trip(c, 0, 1, why)) << why;
+  Client late(old_srv.port());
+  ASSERT_TRUE(round_trip(late, 1, 0, why)) << why;
+  EXPECT_EQ(old_srv.client_count(), 2u);
+  old_srv.stop();
 }
 
 // A hand-written new process: handshake, listeners, then whatever `after` does.
