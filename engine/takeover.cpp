@@ -108,7 +108,13 @@ void ServerCore::post_takeover(unsigned shard, TakeoverOp op, std::unique_ptr<Co
   // An inbox full of commands empties within a pass: wait for room, bounded by the shard.
   for (int i = 0; !post_to_shard(shard, cmd); ++i) {
     if (i > 5000 || shard_ptr(shard)->exited()) {
-      delete o;  // the shard is gone; its connections went with it
+      if (o->batch && !o->batch->records.empty()) {
+        takeover_warning(Severity::error,
+                         "shard " + std::to_string(shard) + " took no order for 5 s or has "
+                         "stopped: " + std::to_string(o->batch->records.size()) +
+                         " connections handed to it are closed");
+      }
+      delete o;  // closes the batch's sockets
       return;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
