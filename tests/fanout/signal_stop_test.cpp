@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,10 +30,22 @@ namespace {
 std::atomic<Server*> g_server{nullptr};
 std::atomic<pid_t> g_handled_on{0};
 std::atomic<int> g_signals{0};
+std::atomic<int> g_want_signals{1};
 
+// Each handler waits (bounded, async-signal-safe) until every signalled thread is inside its own
+// handler, so that "all at once" really runs request_stop() concurrently from every engine
+// thread. Without the wait the first handler's stop can end a thread before its own signal is
+// delivered: the kernel discards a signal pending on an exiting thread, and TSan, which defers
+// signals to its next safe point, did exactly that (4 of 5 handlers ran).
 extern "C" void on_sigusr1(int) {
   g_signals.fetch_add(1);
   g_handled_on.store(static_cast<pid_t>(::syscall(SYS_gettid)));
+  timespec t0{}, now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &t0);
+  while (g_signals.load() < g_want_signals.load()) {
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - t0.tv_sec >= 3) break;  // a lost signal fails the count check below
+  }
   if (Server* s = g_server.load()) s->request_stop();
 }
 
@@ -94,6 +107,7 @@ std::string signal_case_name(const ::testing::TestParamInfo<SignalCase>& i) {
 void PrintTo(const SignalCase& c, std::ostream* os) { *os << signal_case_name({c, 0}); }
 
 void signal_body(ChildLog& log, const SignalCase& sc) {
+  g_want_signals.store(1);
   g_signals.store(0);  // (sanitizer builds run bodies in-process, one test after another)
   g_handled_on.store(0);
   struct sigaction sa {};
@@ -172,6 +186,8 @@ void signal_body(ChildLog& log, const SignalCase& sc) {
   std::this_thread::sleep_for(100ms);
 
   const bool all = sc.target == kAllThreads;
+  const int want_signals = all ? static_cast<int>(targets.size()) : 1;
+  g_want_signals.store(want_signals);
   const auto& [label, target] = targets[all ? 0 : sc.target];
   log.note(all ? std::string("signalling every engine thread") : "signalling " + label);
   const auto t0 = Clock::now();
@@ -196,7 +212,6 @@ void signal_body(ChildLog& log, const SignalCase& sc) {
            std::to_string(echoed.load()) + " lines");
   pump_stop.store(true);
   if (pump.joinable()) pump.join();
-  const int want_signals = all ? static_cast<int>(targets.size()) : 1;
   log.check(g_signals.load() == want_signals,
             "signal handler ran " + std::to_string(g_signals.load()) + " times");
   log.check(all || g_handled_on.load() == target.tid,
