@@ -8,7 +8,8 @@
 #   STORM      connections the storm opens meanwhile (default 2000; 0 = no storm)
 #   DURATION   seconds of load (default 8); the takeover starts after a third of it
 #   WORKERS    --workers of both servers (default 0); SHARDS (default 2)
-# Prints the old and new servers' lines, the flood verdicts, and a summary; exits non-zero if
+# Prints the old and new servers' lines, the flood verdicts, and a summary (with each flood's pause
+# per connection: p99 and max of the connections' longest wait for a reply); exits non-zero if
 # any flood reports an error, a lost/duplicated/reordered reply, a failed connect or a
 # reconnect, or if the old server does not exit 0 after the takeover.
 set -u
@@ -78,6 +79,15 @@ m = re.search(r"took over (\d+) connections in ([0-9.]+) ms", new)
 moved, ms = (int(m.group(1)), float(m.group(2))) if m else (0, 0.0)
 p = json.load(open(out + "/pipeline.json"))
 lat, c, d = p["latency_us"], p["connections"], p["delivery"]
+
+
+def pause(flood):  # over the connections, each one's longest wait for a reply while one was owed
+    q = flood.get("pause_per_connection_ms", {})
+    if not q.get("connections"):
+        return "none (no replies owed)"
+    return f"p99 {q['p99']:.1f}, max {q['max']:.1f} ms (n={q['connections']} connections)"
+
+
 print("== summary")
 print(f"connections moved: {moved}; transfer {ms:.1f} ms ({ms / max(moved, 1) * 1000:.1f} ms per "
       f"1,000); new process start to old exit {(t1 - t0) * 1000:.0f} ms")
@@ -87,11 +97,14 @@ print(f"pipeline: errors {p['errors']['total']}, lost {d['lost']}, duplicated {d
 print(f"pipeline latency ms (client-visible; the takeover's pause is in the tail): "
       f"p50 {lat['p50'] / 1000:.1f}, p99 {lat['p99'] / 1000:.1f}, p99.9 {lat['p999'] / 1000:.1f}, "
       f"max {lat['max'] / 1000:.1f}")
+print(f"pipeline pause per connection (longest wait for a reply while one was owed: what a client "
+      f"noticed of the takeover): {pause(p)}")
 if storm > 0 and os.path.exists(out + "/storm.json"):
     s = json.load(open(out + "/storm.json"))
     sc = s["connections"]
     print(f"storm: {sc['established']} of {sc['requested']} connected, failed {sc['failed']}, "
           f"errors {s['errors']['total']}, valid {s['valid']}")
+    print(f"storm pause per connection: {pause(s)}")
 EOF
 [ "$old_rc" -eq 0 ] || { echo "FAIL: the old server exited $old_rc"; status=1; }
 [ "$fp_rc" -eq 0 ] || { echo "FAIL: the pipeline flood exited $fp_rc"; status=1; }

@@ -1,7 +1,8 @@
 // Tiny epoll echo server for the esockets-flood tests (single thread, level-triggered).
 // Behaviours: plain echo, corrupting echo (flips a bit in every chunk), and echo that
 // stalls once (the whole loop sleeps) a given time after the first byte arrives, and echo that holds
-// every received chunk back for delay_ms before sending it.
+// every received chunk back for delay_ms before sending it, and echo that stops reading one connection
+// once for a while (the others are served meanwhile).
 #pragma once
 
 #include <arpa/inet.h>
@@ -32,6 +33,11 @@ struct ServerConfig {
     int stall_after_ms = -1;  // < 0: never stall
     int stall_ms = 0;
     int delay_ms = 0;  // > 0: every chunk is echoed delay_ms after it was received
+    // hold_conn > 0: the hold_conn-th connection accepted (from 1) is not read for hold_ms, once,
+    // starting hold_after_ms after the first byte arrives (at a 5 ms resolution).
+    int hold_conn = 0;
+    int hold_after_ms = 0;
+    int hold_ms = 0;
 };
 
 inline int make_listener(std::uint16_t port = 0, int backlog = 4096) {
@@ -121,13 +127,18 @@ inline void serve(int listen_fd, const ServerConfig& cfg, const std::atomic<bool
     bool stalled = false;
     auto first_byte = std::chrono::steady_clock::time_point{};
     bool got_first = false;
+    bool hold_done = false;
+    int held_fd = -1;  // the connection not read until hold_end
+    auto hold_end = std::chrono::steady_clock::time_point{};
     auto close_peer = [&](int fd) {
+        if (fd == held_fd) held_fd = -1;  // the number may come back with a new connection
         ::close(fd);
         peers.erase(fd);
     };
     auto want = [&](int fd, const Peer& p) {
         epoll_event e{};
         e.events = p.out.empty() ? (p.eof ? 0u : static_cast<std::uint32_t>(EPOLLIN)) : static_cast<std::uint32_t>(EPOLLOUT);
+        if (fd == held_fd) e.events = 0;
         e.data.fd = fd;
         epoll_ctl(ep, EPOLL_CTL_MOD, fd, &e);
     };
@@ -149,6 +160,21 @@ inline void serve(int listen_fd, const ServerConfig& cfg, const std::atomic<bool
             std::chrono::steady_clock::now() - first_byte > std::chrono::milliseconds(cfg.stall_after_ms)) {
             stalled = true;
             std::this_thread::sleep_for(std::chrono::milliseconds(cfg.stall_ms));
+        }
+        if (!hold_done && got_first && cfg.hold_conn > 0 &&
+            std::chrono::steady_clock::now() - first_byte > std::chrono::milliseconds(cfg.hold_after_ms)) {
+            hold_done = true;
+            for (auto& [fd, p] : peers)
+                if (p.id == static_cast<std::uint64_t>(cfg.hold_conn)) {
+                    held_fd = fd;
+                    hold_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.hold_ms);
+                    want(fd, p);
+                }
+        }
+        if (held_fd >= 0 && std::chrono::steady_clock::now() >= hold_end) {
+            const int fd = held_fd;
+            held_fd = -1;
+            if (auto it = peers.find(fd); it != peers.end()) want(fd, it->second);
         }
         int timeout_ms = 5;
         if (!later.empty()) {

@@ -1,6 +1,7 @@
 #include "options.hpp"
 
 #include "hdr_log.hpp"
+#include "report_util.hpp"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -172,7 +173,7 @@ void print_help(const char* argv0) {
         "  or rate schedule fell behind: result marked \"valid\": false, the numbers are not the server's);\n"
         "  6 delivery check failed (--verify or pubsub: lost, duplicated, reordered or corrupted\n"
         "  messages, or pubsub subscriptions never confirmed); 7 unanswered requests over\n"
-        "  --max-unanswered; 8 a latency threshold exceeded. When several apply: 4, 3, 6, 7, 8, 5.\n");
+        "  --max-unanswered; 8 a latency or pause threshold exceeded. When several apply: 4, 3, 6, 7, 8, 5.\n");
 }
 
 bool finalize_options(Options& o, std::string& err) {
@@ -204,6 +205,11 @@ bool finalize_options(Options& o, std::string& err) {
                 return false;
             }
         }
+    }
+    if (o.max_pause_ns && !tracks_unanswered(o.mode)) {  // no reply is owed: the threshold could never fail
+        err = std::string("--max-pause applies to pingpong, pipeline, rate and churn (the modes that wait for "
+                          "replies), not ") + mode_name(o.mode) + ": drop --max-pause";
+        return false;
     }
     if (o.ramp + o.warmup >= o.duration) {
         err = "--ramp + --warmup must be shorter than --duration";

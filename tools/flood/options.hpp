@@ -39,7 +39,7 @@ enum ExitCode : int {
     kExitSaturated = 5,
     kExitDelivery = 6,  // --verify / pubsub: lost, duplicated, reordered or corrupted messages
     kExitUnanswered = 7,  // requests due but never answered (connection died, or still waiting at the end)
-    kExitLatency = 8,     // a latency threshold (--max-p50 / --max-p99 / --max-p999 / --max-latency) exceeded
+    kExitLatency = 8,     // a latency threshold (--max-p50 / --max-p99 / --max-p999 / --max-latency / --max-pause) exceeded
 };
 
 struct SizeChoice {
@@ -89,6 +89,7 @@ struct Options {
     std::string max_unanswered_text = "0.1%";
     // Latency thresholds in ns (0 = none), on the headline latency (censored samples included).
     std::uint64_t max_p50_ns = 0, max_p99_ns = 0, max_p999_ns = 0, max_latency_ns = 0;
+    std::uint64_t max_pause_ns = 0;  // --max-pause: on the p99 over connections of their longest wait (0 = none)
     std::string hgrm_path;  // --hgrm: HdrHistogram percentile distribution (.hgrm)
     std::string csv_path;   // --csv: one row per second
     std::string hdr_log_path;  // --hdr-log: HdrHistogram interval log, one histogram per second

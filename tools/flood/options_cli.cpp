@@ -264,7 +264,8 @@ constexpr const char* kValueFlags[] = {
     // options_protocol.cpp
     "--protocol", "--resp-command", "--ratio", "--key-range", "--key-pattern", "--path", "--host-header",
     // options_report.cpp
-    "--max-unanswered", "--max-p50", "--max-p99", "--max-p999", "--max-latency", "--hgrm", "--csv", "--hdr-log"};
+    "--max-unanswered", "--max-p50", "--max-p99", "--max-p999", "--max-latency", "--max-pause", "--hgrm", "--csv",
+    "--hdr-log"};
 
 }  // namespace
 

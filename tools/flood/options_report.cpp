@@ -1,4 +1,5 @@
-// esockets-flood: thresholds that fail a run and result files (--max-unanswered, --max-p99, --hgrm, --csv).
+// esockets-flood: thresholds that fail a run and result files (--max-unanswered, --max-p99, --max-pause, --hgrm,
+// --csv).
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -26,7 +27,7 @@ bool parse_duration_ns(const std::string& s, std::uint64_t& ns) {
 
 bool is_report_flag(const std::string& f) {
     return f == "--max-unanswered" || f == "--max-p50" || f == "--max-p99" || f == "--max-p999" ||
-           f == "--max-latency" || f == "--hgrm" || f == "--csv" || f == "--hdr-log";
+           f == "--max-latency" || f == "--max-pause" || f == "--hgrm" || f == "--csv" || f == "--hdr-log";
 }
 
 bool set_report_flag(const std::string& f, const std::string& val, Options& o, std::string& err) {
@@ -65,8 +66,12 @@ bool set_report_flag(const std::string& f, const std::string& val, Options& o, s
     }
     std::uint64_t ns = 0;
     if (!parse_duration_ns(val, ns)) return bad("expected a latency with a unit, e.g. 2ms, 500us, 1.5s");
-    (f == "--max-p50" ? o.max_p50_ns : f == "--max-p99" ? o.max_p99_ns : f == "--max-p999" ? o.max_p999_ns
-                                                                                         : o.max_latency_ns) = ns;
+    std::uint64_t& limit = f == "--max-p50"     ? o.max_p50_ns
+                           : f == "--max-p99"   ? o.max_p99_ns
+                           : f == "--max-p999"  ? o.max_p999_ns
+                           : f == "--max-pause" ? o.max_pause_ns
+                                                : o.max_latency_ns;
+    limit = ns;
     return true;
 }
 
@@ -81,6 +86,10 @@ void print_report_help() {
         "  --max-p50 T, --max-p99 T, --max-p999 T, --max-latency T\n"
         "                           exit 8 when that latency percentile (or the maximum) is over T,\n"
         "                           e.g. 2ms, 500us, 1.5s (headline latency, unanswered included)\n"
+        "  --max-pause T            exit 8 when the p99 over connections of their pause is over T: a\n"
+        "                           connection's pause is its longest wait for the server while it was\n"
+        "                           owed a reply (a server hand-over shows here). pingpong, pipeline,\n"
+        "                           rate and churn only (other modes owe no replies)\n"
         "  --hgrm FILE              write the latency distribution in HdrHistogram's percentile format\n"
         "                           (columns Value Percentile TotalCount 1/(1-Percentile), ms), which\n"
         "                           HdrHistogram plotters read\n"

@@ -179,7 +179,7 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
     j.str("max_unanswered", o.max_unanswered_text);
     j.open("latency_thresholds_us", '{');
     for (auto [name, ns] : {std::pair<const char*, std::uint64_t>{"p50", o.max_p50_ns}, {"p99", o.max_p99_ns},
-                            {"p999", o.max_p999_ns}, {"max", o.max_latency_ns}})
+                            {"p999", o.max_p999_ns}, {"max", o.max_latency_ns}, {"pause_p99", o.max_pause_ns}})
         if (ns) j.num(name, static_cast<double>(ns) / 1e3);
     j.close('}');
     j.i("max_errors", o.max_errors).u("sources", r.get("sources") / std::max<std::uint64_t>(1, r.get("procs")));
@@ -242,6 +242,17 @@ std::string to_json(const Options& o, const Result& r, const Environment& env, c
     if (o.mode == Mode::Rate) {
         j.pcts("service_latency_us", merged(r, "svc", {kSteady, kDrain}));
         j.pcts("schedule_lag_us", merged(r, "lag", {kSteady, kDrain}));
+    }
+    {
+        // One value per connection: its longest wait for the server while a reply was owed (none in the modes
+        // that owe no replies: connections 0, percentiles null).
+        const Histogram* ps = r.find_hist("pause");
+        const std::uint64_t n = ps ? ps->count() : 0;
+        auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
+        j.open("pause_per_connection_ms", '{');
+        if (n) j.num("p50", ms(ps->percentile(50))).num("p99", ms(ps->percentile(99))).num("max", ms(ps->max()));
+        else j.null("p50").null("p99").null("max");
+        j.u("connections", n).close('}');
     }
     if (auto* h = r.find_hist("connect")) j.pcts("connect_latency_us", *h);
     const Delivery d = delivery_of(o, r);
@@ -416,6 +427,11 @@ void print_summary(FILE* f, const Options& o, const Result& r, const KernelCount
         line("schedule lag", merged(r, "lag", {kSteady, kDrain}));
     }
     if (auto* h = r.find_hist("connect")) line("connect", *h);
+    if (const Histogram* ps = r.find_hist("pause"); ps && ps->count())
+        std::fprintf(f, "pause per connection (ms): p50 %.3f  p99 %.3f  max %.3f  (longest wait for a reply while one "
+                        "was owed, n=%llu connections)\n",
+                     ms(ps->percentile(50)), ms(ps->percentile(99)), ms(ps->max()),
+                     static_cast<unsigned long long>(ps->count()));
     if (is_hostile(o.mode)) {
         std::fprintf(f, "server behaviour: fin %llu, rst %llu, reply_complete %llu, still_open %llu, rst_sent %llu\n",
                      static_cast<unsigned long long>(r.get("server.fin")), static_cast<unsigned long long>(r.get("server.rst")),

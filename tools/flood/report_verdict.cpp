@@ -126,6 +126,7 @@ Verdict judge(const Options& o, const Result& r) {
     thr("p99", o.max_p99_ns, lat.percentile(99));
     thr("p99.9", o.max_p999_ns, lat.percentile(99.9));
     thr("max", o.max_latency_ns, lat.max());
+    if (const Histogram* ps = r.find_hist("pause")) thr("pause per connection p99", o.max_pause_ns, ps->percentile(99));
     // Long-lived modes: every thread must have had all its connections open at once. The
     // simultaneous peak over threads and processes (`established`) is reported, but is not the
     // test: a thread that finished a --requests share early closes its connections while

@@ -117,6 +117,10 @@ void Worker::close_conn(Conn& c, bool rst) {
         ::close(c.fd);  // also removes it from the epoll set
         c.fd = -1;
     }
+    if (c.wait_from) {  // a wait the close ends (the connection died, or the run ended) is a pause too
+        end_wait(c);
+        c.wait_from = 0;
+    }
     if (c.state == kOpen) {
         --open_;
         sh_.open.fetch_sub(1, std::memory_order_relaxed);
@@ -526,6 +530,12 @@ void Worker::collect(Result& r) const {
     r.c["late_replies"] += late_replies_;
     r.c["requests.issued"] += issued_;
     r.hist("censored").merge(censored_h_);
+    {
+        Histogram pause;  // one value per connection that waited for the server in the measured phases
+        for (const Conn& c : conns_)
+            if (c.waited) pause.record(c.pause);
+        r.hist("pause").merge(pause);
+    }
     {
         // Per thread: what validity is judged on (one saturated or lagging thread makes the run invalid).
         const std::string pre = "thr." + std::to_string(o_.proc_index) + "." + std::to_string(tid_) + ".";

@@ -125,6 +125,7 @@ struct Conn {
     bool want_write = false, bad = false, to_flagged = false, shut = false, reply_done = false, in_ready = false;
     bool flush_due = false;  // replies completed in the current read: refill once after it, not per reply
     bool failing = false;    // the last connect attempt failed: retries are not counted as new errors
+    bool waited = false;     // a wait for the server ended in the measured phases: `pause` holds the longest
     std::uint32_t gen = 0;
     std::uint32_t sent_n = 0;  // entries from head fully written
     std::uint32_t tx_off = 0;  // bytes written of entry head+sent_n
@@ -133,6 +134,10 @@ struct Conn {
     std::uint32_t done = 0;  // replies on this connection (churn)
     std::uint32_t fh_size = 0;  // firehose: size of the request being written
     std::uint64_t t_start = 0;  // connect start, then episode start (established)
+    // Client-visible pause (modes with replies owed): the connection owes a reply from the first byte of a
+    // request written until every request written is answered. Kept across re-connects of the slot.
+    std::uint64_t wait_from = 0;  // ns: the last receive, or the send that made it owe a reply; 0 = owes nothing
+    std::uint64_t pause = 0;      // ns: its longest wait with a reply owed and nothing received
     std::vector<Pending> q;
     std::size_t queued() const { return q.size() - head; }
 };
@@ -208,6 +213,7 @@ private:
     bool tracks_unanswered() const;
     std::uint64_t start_of(const Pending& p) const;
     void note_reply(std::uint64_t now);  // stall tracking: a reply ended a gap
+    void end_wait(Conn& c);  // pause tracking: c's wait for the server ends at now_ (a receive, or the close)
     void pop_head(Conn& c);
     // conn_g: the request's global connection index (--payload-template {conn}).
     void copy_wire(const Pending& pe, std::uint64_t conn_g, std::uint32_t off, unsigned char* dst, std::uint32_t len) const;

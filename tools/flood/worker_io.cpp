@@ -76,6 +76,15 @@ void Worker::note_reply(std::uint64_t now) {
     gap_from_ = now;
 }
 
+void Worker::end_wait(Conn& c) {
+    // Waits that end in the measured phases count (steady and drain, as for the headline latency), whole even
+    // when they began in the warmup.
+    if (now_ < sh_.t_warm_end) return;
+    const std::uint64_t w = now_ > c.wait_from ? now_ - c.wait_from : 0;
+    if (w > c.pause) c.pause = w;
+    c.waited = true;
+}
+
 void Worker::pop_head(Conn& c) {
     ++c.head;
     if (c.head == c.q.size()) {
@@ -156,6 +165,9 @@ void Worker::advance(Conn& c, std::size_t w) {
     PhaseCounters& pc = ph_[sh_.phase_at(now_)];
     pc.bytes_out += w;
     live.bytes_out.fetch_add(w, std::memory_order_relaxed);
+    // Owing nothing until now, the connection waits for the server from this send on (not from its own idle
+    // time). Firehose and the hostile modes owe no replies in this sense: they never start a wait.
+    if (c.wait_from == 0 && tracks_unanswered()) c.wait_from = now_;
     while (w > 0 && c.head + c.sent_n < c.q.size()) {
         Pending& p = c.q[c.head + c.sent_n];
         const std::uint32_t wl = p.wire;
@@ -252,6 +264,10 @@ void Worker::do_read(Conn& c, std::uint32_t i, std::size_t limit) {
             // the pipeline while reading) must not be stamped with the time the call began, which made such
             // latencies 0.
             now_ = now_ns();
+            if (c.wait_from) {  // bytes from the server end the wait; a reply still owed waits on from here
+                end_wait(c);
+                c.wait_from = now_;
+            }
             total += static_cast<std::size_t>(r);
             ph_[sh_.phase_at(now_)].bytes_in += static_cast<std::uint64_t>(r);
             live.bytes_in.fetch_add(static_cast<std::uint64_t>(r), std::memory_order_relaxed);
@@ -495,6 +511,7 @@ void Worker::complete(Conn& c, std::uint32_t i, int err_class, const std::string
     pop_head(c);
     if (c.sent_n > 0) --c.sent_n;
     else c.tx_off = 0;
+    if (c.sent_n == 0 && c.tx_off == 0) c.wait_from = 0;  // every request written is answered: owes nothing
     note_reply(now_);
     --outstanding_;
     if (c.bad) error(kVerifyMismatch, i, "reply bytes differ from the request");

@@ -186,6 +186,7 @@ void Worker::proto_reopen(Conn& c, std::uint32_t i) {
     // Requests not answered yet move to the new connection (sent again; their latency runs on from
     // the first send). close_conn() would abandon them.
     std::vector<Pending> keep(c.q.begin() + c.head, c.q.end());
+    const std::uint64_t waiting = c.wait_from;
     c.q.clear();
     c.head = 0;
     close_conn(c);
@@ -195,6 +196,7 @@ void Worker::proto_reopen(Conn& c, std::uint32_t i) {
         return;
     }
     c.q = std::move(keep);
+    c.wait_from = waiting;  // the client waits on for these replies: its pause runs on across the re-open
     requeue(i, 0);
 }
 
