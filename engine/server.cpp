@@ -22,6 +22,7 @@ std::vector<ListenerInfo> Server::listeners() const { return core_->listener_inf
 std::string Server::admin_address() const { return core_->admin_address(); }
 void Server::drain() { core_->drain(); }
 bool Server::draining() const { return core_->draining(); }
+bool Server::handed_over() const { return core_->handed_over(); }
 const ServerOptions& Server::options() const { return core_->options(); }
 
 SendStatus Server::send(ConnectionId id, Bytes bytes) { return core_->send(id, bytes, false); }

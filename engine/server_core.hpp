@@ -64,6 +64,7 @@ class ServerCore {
   std::string admin_address() const;
   void drain() { draining_.store(true, std::memory_order_release); }
   bool draining() const { return draining_.load(std::memory_order_acquire); }
+  bool handed_over() const { return handed_over_.load(std::memory_order_acquire); }
   std::size_t nlisteners() const { return listeners_.size(); }
   ListenerState& listener(std::size_t i) { return *listeners_[i]; }
   const ListenerState& listener(std::size_t i) const { return *listeners_[i]; }
@@ -212,6 +213,7 @@ class ServerCore {
   Listeners listeners_;                  // resolved at construction; sockets bound by start()
   std::unique_ptr<AdminServer> admin_;   // ServerOptions::admin
   std::atomic<bool> draining_{false};
+  std::atomic<bool> handed_over_{false};  // a takeover moved everything to a new process
   std::atomic<std::uint64_t> resizes_{0};
   std::vector<int> cpu_plan_;            // CPUs to pin threads to, round-robin (empty = none)
 

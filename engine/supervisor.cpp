@@ -25,6 +25,7 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -134,6 +135,14 @@ int reserve_port(const detail::ListenAddress& a, bool v6_only, std::uint16_t& po
   return fd;
 }
 
+// Slot i's takeover socket: the configured path with ".i" appended.
+std::string slot_path(const std::string& base, unsigned i) { return base + "." + std::to_string(i); }
+
+bool is_socket_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
 std::string tcp_address(const detail::ListenAddress& a, std::uint16_t port) {
   return (a.kind == detail::ListenAddress::Kind::tcp6 ? "[" + a.host + "]" : a.host) + ":" +
          std::to_string(port);
@@ -167,6 +176,15 @@ struct Supervisor::Impl {
     int chan = -1;  // our end of the child's report socket
     bool ready = false;
     bool ever_ready = false;
+    bool started_once = false;
+    // Rolling upgrade (server.take_over): the next start takes over the old supervisor's
+    // child of this slot; cleared once a child is ready or a takeover failed.
+    bool take_over_pending = false;
+    bool waiting_turn = false;  // rolling upgrade: starts once the slot before it is ready
+    // Its takeover failed: the old child still listens on the path, so this slot offers none.
+    bool old_keeps_path = false;
+    bool handed_over_report = false;  // the running child's last report said handed over
+    bool handed_over = false;  // its child gave everything to a new process: not restarted
     std::uint64_t restarts = 0;
     int last_status = 0;
     Clock::time_point started{};
@@ -212,6 +230,10 @@ struct Supervisor::Impl {
   }
 
   void resolve();
+  void plan_takeovers();
+  bool all_handed_over() const {
+    return std::all_of(slots.begin(), slots.end(), [](const Slot& s) { return s.handed_over; });
+  }
   void spawn(Supervisor& sup, unsigned i);
   [[noreturn]] void child_main(unsigned i, int chan, pid_t parent);
   void read_reports(Supervisor& sup, unsigned i);
@@ -269,6 +291,29 @@ Supervisor::Supervisor(SupervisorOptions options, ChildMain child) : impl_(std::
     throw std::invalid_argument("esockets: SupervisorOptions.server.host '" + so.host +
                                 "' is not a numeric IPv4/IPv6 address");
   }
+  // Each slot appends ".<slot>" to the takeover paths; sockaddr_un has room for 107 bytes.
+  for (const auto& [field, path] : {std::pair{"takeover_socket", &so.takeover_socket},
+                                    std::pair{"take_over", &so.take_over}}) {
+    if (!path->empty() && path->size() + 4 > sizeof(sockaddr_un::sun_path) - 1) {
+      throw std::invalid_argument(std::string("esockets: SupervisorOptions.server.") + field +
+                                  " is " + std::to_string(path->size()) +
+                                  " bytes; each process appends \".<slot>\", so give at most " +
+                                  std::to_string(sizeof(sockaddr_un::sun_path) - 5));
+    }
+  }
+  if (!so.take_over.empty()) {
+    bool port0 = so.listeners.empty() && so.port == 0;
+    for (const ListenerOptions& l : so.listeners) {
+      detail::ListenAddress a;
+      std::string error;
+      port0 = port0 || (detail::parse_listen_address(l.address, a, error) && a.port == 0);
+    }
+    if (port0) {
+      throw std::invalid_argument(
+          "esockets: SupervisorOptions.server.take_over needs every listener's port given (the "
+          "old processes' ports): port 0 would hold another port for restarted children");
+    }
+  }
   impl_->stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (impl_->stop_fd < 0) throw_errno(errno, "eventfd");
 }
@@ -283,6 +328,8 @@ void Supervisor::Impl::resolve() {
   child_opts = opts.server;
   child_opts.reuseport_shared = true;
   child_opts.admin.clear();
+  child_opts.takeover_socket.clear();  // per slot: child_main()
+  child_opts.take_over.clear();
   if (child_opts.listeners.empty()) {
     detail::ListenAddress a;
     a.kind = child_opts.host.find(':') != std::string::npos ? detail::ListenAddress::Kind::tcp6
@@ -306,6 +353,26 @@ void Supervisor::Impl::resolve() {
     addresses.push_back(l.address);
     if (port.load() == 0) port.store(p);
   }
+}
+
+// A rolling upgrade: slot i takes over "<take_over>.i" if the old supervisor's child i offers
+// it there; slots without an old counterpart start fresh. An old child that no slot would
+// take over is refused up front: it would keep its connections and its supervisor forever.
+void Supervisor::Impl::plan_takeovers() {
+  const std::string& base = opts.server.take_over;
+  if (base.empty()) return;
+  const auto n = static_cast<unsigned>(slots.size());
+  if (is_socket_file(slot_path(base, n))) {
+    unsigned old = n;
+    while (old < 256 && is_socket_file(slot_path(base, old))) ++old;
+    throw std::invalid_argument("esockets: Supervisor: the old processes offer a takeover at " +
+                                slot_path(base, 0) + " .. " + slot_path(base, old - 1) + ", " +
+                                std::to_string(old) + " of them; run at least " +
+                                std::to_string(old) + " processes (processes = " +
+                                std::to_string(n) + " would leave " + std::to_string(old - n) +
+                                " behind)");
+  }
+  for (unsigned i = 0; i < n; ++i) slots[i].take_over_pending = is_socket_file(slot_path(base, i));
 }
 
 // --- children ---
@@ -355,6 +422,8 @@ void Supervisor::Impl::spawn(Supervisor& sup, unsigned i) {
     s.pidfd = open_pidfd(pid);
     s.started = Clock::now();
     s.restart_pending = false;
+    s.started_once = true;
+    s.handed_over_report = false;
   }
   emit(sup, {SupervisorEventKind::started, i, pid, 0, s.restarts, milliseconds(0),
              "process " + std::to_string(i) + " (pid " + std::to_string(pid) + ") started"});
@@ -387,11 +456,16 @@ void Supervisor::Impl::child_main(unsigned i, int chan, pid_t parent) {
       }
     }
   }
+  ServerOptions mine = child_opts;
+  if (!opts.server.takeover_socket.empty() && !slots[i].old_keeps_path) {
+    mine.takeover_socket = slot_path(opts.server.takeover_socket, i);
+  }
+  if (slots[i].take_over_pending) mine.take_over = slot_path(opts.server.take_over, i);
   ChildContext ctx;
   ctx.process_ = i;
   ctx.processes_ = opts.processes;
   ctx.restarts_ = slots[i].restarts;
-  ctx.options_ = &child_opts;
+  ctx.options_ = &mine;
   ctx.channel_ = chan;
   ctx.drain_ = opts.drain;
   ctx.interval_ = opts.stats_interval;
@@ -425,15 +499,30 @@ void Supervisor::Impl::read_reports(Supervisor& sup, unsigned i) {
     auto report = detail::decode_report(buf);
     if (!report) continue;  // not a report of this program: ignored
     bool first = false;
+    std::string took;
     {
       std::lock_guard lk(mu);
       s.last = std::move(report->stats);
+      s.handed_over_report = report->handed_over;
       first = !s.ready && s.pid != 0;
       if (first) s.ready = s.ever_ready = true;
+      if (first && s.take_over_pending) {
+        char ms[32];
+        std::snprintf(ms, sizeof ms, "%.1f", s.last.takeover_ms);
+        took = "; took over " + std::to_string(s.last.taken_over_in) + " connections from " +
+               slot_path(opts.server.take_over, i) + " in " + ms + " ms";
+      }
+      if (first) s.take_over_pending = false;
     }
     if (first) {
       emit(sup, {SupervisorEventKind::ready, i, s.pid, 0, s.restarts, milliseconds(0),
-                 "process " + std::to_string(i) + " (pid " + std::to_string(s.pid) + ") ready"});
+                 "process " + std::to_string(i) + " (pid " + std::to_string(s.pid) + ") ready" + took});
+      // One slot at a time: the next waits for this one's takeover to finish.
+      if (i + 1 < slots.size() && slots[i + 1].waiting_turn) {
+        slots[i + 1].waiting_turn = false;
+        slots[i + 1].restart_pending = true;
+        slots[i + 1].restart_at = Clock::now();
+      }
       bool all = !all_ready_sent;
       for (const Slot& o : slots) all = all && o.ever_ready;
       if (all) {
@@ -453,8 +542,10 @@ void Supervisor::Impl::reap(Supervisor& sup, unsigned i, int wstatus) {
   const pid_t pid = s.pid;
   const int code = status_code(wstatus);
   const auto lived = Clock::now() - s.started;
+  const bool gave_away = code == 0 && s.handed_over_report;
   {
     std::lock_guard lk(mu);
+    s.handed_over = gave_away;
     unsigned none = 0;
     detail::accumulate(s.base, detail::counters_only(s.last), none);
     s.last = Stats{};
@@ -467,8 +558,28 @@ void Supervisor::Impl::reap(Supervisor& sup, unsigned i, int wstatus) {
   const std::string who = "process " + std::to_string(i) + " (pid " + std::to_string(pid) + ") ";
   emit(sup, {SupervisorEventKind::exited, i, pid, code, s.restarts, milliseconds(0),
              who + describe_status(code)});
+  if (gave_away) {
+    emit(sup, {SupervisorEventKind::handed_over, i, pid, 0, s.restarts, milliseconds(0),
+               who + "handed every connection to a new process; the slot is done"});
+    return;
+  }
   if (stopping) {
     if (code != 0 && final_status == 0) final_status = code > 0 ? code : 128 - code;
+    return;
+  }
+  if (!s.ever_ready && s.take_over_pending) {
+    // The old process refused or failed; it keeps serving what it holds. This slot serves
+    // the shared listeners beside it.
+    const std::string path = slot_path(opts.server.take_over, i);
+    s.take_over_pending = false;
+    s.old_keeps_path = slot_path(opts.server.takeover_socket, i) == path;
+    s.restart_pending = true;
+    s.restart_at = Clock::now() + opts.restart_backoff;
+    emit(sup, {SupervisorEventKind::restarting, i, pid, code, s.restarts, opts.restart_backoff,
+               who + "could not take over " + path + " (" + describe_status(code) +
+                   "); starting it fresh in " + std::to_string(opts.restart_backoff.count()) +
+                   " ms" + (s.old_keeps_path ? " without a takeover socket" : "") +
+                   ": the old process keeps its connections"});
     return;
   }
   if (!s.ever_ready && !all_ready_sent) {
@@ -520,6 +631,7 @@ int Supervisor::run() {
   m.ran = true;
   m.self = ::getpid();
   m.resolve();  // throws before anything is forked
+  m.plan_takeovers();
   // A child is reaped by us (waitpid), so SIGCHLD must not be ignored.
   struct sigaction old_chld {};
   struct sigaction dfl {};
@@ -540,6 +652,8 @@ int Supervisor::run() {
     detail::AdminServer::Hooks hooks;
     hooks.metrics = [this](MetricsFormat f) { return render_metrics(stats(), f); };
     hooks.draining = [this] { return impl_->stop_requested.load(); };
+    // An upgrade's new supervisor binds the same admin address while the old one still runs.
+    hooks.reuse_port = !m.opts.server.takeover_socket.empty() || !m.opts.server.take_over.empty();
     m.admin_hooks = hooks;
     m.admin = std::make_unique<detail::AdminServer>(m.opts.server.admin, std::move(hooks));  // binds
     m.admin_port = m.admin->port();
@@ -549,7 +663,15 @@ int Supervisor::run() {
   }
 
   // The first children are forked while this is the only thread; the admin thread starts after.
-  for (unsigned i = 0; i < m.slots.size(); ++i) m.spawn(*this, i);
+  // A rolling upgrade starts the slots one after another (read_reports starts the next).
+  const bool upgrading = !m.opts.server.take_over.empty();
+  for (unsigned i = 0; i < m.slots.size(); ++i) {
+    if (upgrading && i > 0) {
+      m.slots[i].waiting_turn = true;
+    } else {
+      m.spawn(*this, i);
+    }
+  }
   if (m.admin) m.admin->start();
 
   Clock::time_point deadline{};
@@ -559,7 +681,7 @@ int Supervisor::run() {
   while (true) {
     bool any_running = false;
     for (const auto& s : m.slots) any_running = any_running || s.pid > 0;
-    if (m.stopping && !any_running) break;
+    if ((m.stopping || m.all_handed_over()) && !any_running) break;
 
     pfds.clear();
     what.clear();
@@ -623,7 +745,7 @@ int Supervisor::run() {
     for (unsigned i = 0; i < m.slots.size() && !m.stopping; ++i) {
       auto& s = m.slots[i];
       if (!s.restart_pending || after < s.restart_at) continue;
-      {
+      if (s.started_once) {
         std::lock_guard lk(m.mu);
         ++s.restarts;
       }
@@ -698,6 +820,7 @@ SupervisorStats Supervisor::stats() const {
     p.ready = s.ready;
     p.restarts = s.restarts;
     p.last_status = s.last_status;
+    p.handed_over = s.handed_over;
     unsigned own = 0;
     detail::accumulate(p.stats, s.base, own);
     detail::accumulate(p.stats, s.last, own);
@@ -714,9 +837,9 @@ SupervisorStats Supervisor::stats() const {
 
 // --- the child's side ---
 
-void ChildContext::report(const Stats& stats, bool final) const {
+void ChildContext::report(const Stats& stats, bool final, bool handed_over) const {
   if (channel_ < 0) return;
-  const std::string msg = detail::encode_report(stats, final);
+  const std::string msg = detail::encode_report(stats, final, handed_over);
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (::send(channel_, msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return;
     if (!final || (errno != EAGAIN && errno != EWOULDBLOCK)) return;
@@ -753,7 +876,7 @@ int ChildContext::serve(Server& server) const {
     }
   }
   server.stop();
-  report(server.stats(), true);
+  report(server.stats(), true, server.handed_over());
   return 0;
 }
 

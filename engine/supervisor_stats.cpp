@@ -4,6 +4,7 @@
 
 #include "esockets/supervisor.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -13,7 +14,7 @@ namespace esockets::detail {
 namespace {
 
 constexpr std::uint32_t kMagic = 0x45534b52;  // "ESKR"
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;  // 2: takeover counters
 
 static_assert(std::is_trivially_copyable_v<ShardStats>);
 static_assert(std::is_trivially_copyable_v<DurationHistogram>);
@@ -29,7 +30,8 @@ struct Header {
   std::uint64_t resizes;
   std::uint8_t final;
   std::uint8_t draining;
-  std::uint8_t pad[6];
+  std::uint8_t handed_over;
+  std::uint8_t pad[5];
 };
 
 template <typename T>
@@ -102,7 +104,7 @@ void add_histogram(DurationHistogram& to, const DurationHistogram& x) {
 
 }  // namespace
 
-std::string encode_report(const Stats& s, bool final) {
+std::string encode_report(const Stats& s, bool final, bool handed_over) {
   std::string out;
   out.reserve(sizeof(Header) + (s.shards.size() + 1) * sizeof(ShardStats) + 512);
   Header h{};
@@ -115,12 +117,16 @@ std::string encode_report(const Stats& s, bool final) {
   h.resizes = s.resizes;
   h.final = final ? 1 : 0;
   h.draining = s.draining ? 1 : 0;
+  h.handed_over = handed_over ? 1 : 0;
   put(out, h);
   for (const ShardStats& x : s.shards) put(out, x);
   put(out, s.total);
   put(out, s.imbalance);
   put(out, s.handler_time);
   put(out, s.handoff_wait);
+  put(out, s.taken_over_out);
+  put(out, s.taken_over_in);
+  put(out, s.takeover_ms);
   for (int cpu : s.worker_cpus) put(out, cpu);
   for (const ListenerStats& l : s.listeners) {
     put(out, static_cast<std::uint32_t>(l.address.size()));
@@ -144,6 +150,7 @@ std::optional<Report> decode_report(std::string_view bytes) {
   if (h.shards > 4096 || h.listeners > 4096 || h.workers > 4096) return std::nullopt;
   Report r;
   r.final = h.final != 0;
+  r.handed_over = h.handed_over != 0;
   r.stats.draining = h.draining != 0;
   r.stats.resizes = h.resizes;
   r.stats.shards.resize(h.shards);
@@ -151,7 +158,8 @@ std::optional<Report> decode_report(std::string_view bytes) {
     if (!c.get(x)) return std::nullopt;
   }
   if (!c.get(r.stats.total) || !c.get(r.stats.imbalance) || !c.get(r.stats.handler_time) ||
-      !c.get(r.stats.handoff_wait)) {
+      !c.get(r.stats.handoff_wait) || !c.get(r.stats.taken_over_out) ||
+      !c.get(r.stats.taken_over_in) || !c.get(r.stats.takeover_ms)) {
     return std::nullopt;
   }
   r.stats.worker_cpus.resize(h.workers);
@@ -206,6 +214,9 @@ void accumulate(Stats& into, const Stats& s, unsigned& next_shard) {
   add_histogram(into.handler_time, s.handler_time);
   add_histogram(into.handoff_wait, s.handoff_wait);
   into.resizes += s.resizes;
+  into.taken_over_out += s.taken_over_out;
+  into.taken_over_in += s.taken_over_in;
+  into.takeover_ms = std::max(into.takeover_ms, s.takeover_ms);  // the slowest transfer
   into.worker_cpus.insert(into.worker_cpus.end(), s.worker_cpus.begin(), s.worker_cpus.end());
   into.draining = into.draining || s.draining;
 }

@@ -14,11 +14,14 @@ namespace esockets::detail {
 // A report as the child sends it. Parent and child are one program image (fork without
 // exec), so the trivially copyable parts travel as their bytes; the header still carries a
 // magic number and the sizes, and decoding checks every length.
-std::string encode_report(const Stats& stats, bool final);
+// `handed_over`: the child's Server gave everything to a new process (Server::handed_over()),
+// so its slot is done rather than to be restarted.
+std::string encode_report(const Stats& stats, bool final, bool handed_over = false);
 
 struct Report {
   Stats stats;
   bool final = false;
+  bool handed_over = false;
 };
 // nullopt when the bytes are not a whole report.
 std::optional<Report> decode_report(std::string_view bytes);

@@ -146,6 +146,7 @@ void ServerCore::takeover_loop() {
       continue;
     }
     if (serve_takeover(ch)) {
+      handed_over_.store(true, std::memory_order_release);
       request_stop();  // everything went to the new process: stop (closing ones finish)
       return;
     }

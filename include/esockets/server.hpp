@@ -68,6 +68,9 @@ class Server {
   void drain();
   /// True once drain() or stop() was called.
   bool draining() const;
+  /// True once a takeover (ServerOptions::takeover_socket) moved every listener and
+  /// connection to a new process; the server then stops by itself, and running() turns false.
+  bool handed_over() const;
   /// The options the server was built with.
   const ServerOptions& options() const;
 

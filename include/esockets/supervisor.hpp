@@ -32,6 +32,10 @@ enum class SupervisorEventKind : std::uint8_t {
   restarting, ///< a child that ended will be started again after delay
   stopping,   ///< stop() or SIGTERM/SIGINT: every child was asked to stop
   tick,       ///< SupervisorOptions::tick_interval passed (a time to print stats)
+  /// A child gave every listener and connection to a new process (a takeover, see
+  /// SupervisorOptions::server) and ended with status 0: its slot is done and not restarted.
+  /// Once every slot is, run() returns 0.
+  handed_over,
 };
 
 /// One event of run(), delivered on run()'s thread.
@@ -57,6 +61,21 @@ struct SupervisorOptions {
   /// connections over every child's shards). Port 0 is resolved once by the supervisor, so
   /// every child binds the same port. Unix-domain listeners cannot be shared and are refused.
   /// `admin`, when set, is served by the supervisor itself with the totals of every child.
+  ///
+  /// Upgrades (takeover, one process at a time):
+  /// - `takeover_socket` = P: child i offers a takeover on "P.i" (P.0, P.1, ...). A child
+  ///   whose connections all went to a new process ends with status 0 and its slot is done
+  ///   (SupervisorEventKind::handed_over); once every slot is, run() returns 0.
+  /// - `take_over` = P (a new supervisor, typically a new build): child i's first start takes
+  ///   over "P.i" from the old supervisor's child i, one slot at a time (slot i+1 starts once
+  ///   slot i is ready, that is, holds everything slot i of the old one held). A slot with no
+  ///   "P.i" starts fresh; a slot whose takeover fails starts fresh after restart_backoff
+  ///   (offering no takeover socket, since the old child keeps "P.i") and the old child keeps
+  ///   its connections. run() refuses to start (std::invalid_argument)
+  ///   when the old supervisor has more processes than this one. Every TCP port must be given
+  ///   (the old one's), not 0. Set both (the same P) so that the next upgrade can follow.
+  /// With either set, the admin listener is bound with SO_REUSEPORT, so the new supervisor
+  /// serves the same admin address.
   ServerOptions server;
   /// Back-off before restarting a child that ended; doubled for each further restart of the
   /// same slot up to max_restart_backoff, and back to this after the child ran 10 s.
@@ -91,7 +110,8 @@ class ChildContext {
   std::uint64_t restarts() const { return restarts_; }
   /// SupervisorOptions::server adjusted for a child: every TCP port resolved (the same in
   /// every child), ServerOptions::reuseport_shared set, admin cleared (the supervisor serves
-  /// it). Build the child's Server from this.
+  /// it), takeover_socket and take_over made this slot's ("P.<slot>"; take_over only on a
+  /// takeover start). Build the child's Server from this.
   const ServerOptions& options() const { return *options_; }
   /// Serves `server` (already started) until the supervisor stops it: reports its stats every
   /// stats_interval (the first report tells the supervisor this child is ready), waits for
@@ -102,8 +122,9 @@ class ChildContext {
   /// Sends one stats snapshot to the supervisor, for a child that runs its own loop instead
   /// of serve() (the first one marks it ready). Never blocks; a snapshot the supervisor has
   /// no room for is dropped (the next one replaces it). With `final` it waits up to 1 s for
-  /// room: the last report before the child ends.
-  void report(const Stats& stats, bool final = false) const;
+  /// room: the last report before the child ends. `handed_over` (with final): the server
+  /// gave everything to a new process (Server::handed_over()), so the slot is not restarted.
+  void report(const Stats& stats, bool final = false, bool handed_over = false) const;
 
  private:
   friend class Supervisor;
@@ -130,6 +151,8 @@ struct ProcessStats {
   std::uint64_t restarts = 0;  ///< times this slot was restarted
   /// How the slot's last child ended: exit code, or minus the signal (0 if none ended yet).
   int last_status = 0;
+  /// The slot's child handed everything to a new process (a takeover); the slot is done.
+  bool handed_over = false;
   /// The slot's counters: the running child's last report plus the counters (not the gauges)
   /// of the children that ran in this slot before it. shards holds the running child's only.
   Stats stats;
@@ -142,7 +165,8 @@ struct SupervisorStats {
   /// The sum over every slot: total adds up every child's total (exited children's counters
   /// included); shards lists the running children's shards, renumbered in slot order (slot
   /// 0's shards first) so that each has its own index; listeners are summed by address;
-  /// imbalance is computed over all those shards. render_metrics() takes it as it is.
+  /// imbalance is computed over all those shards; takeover_ms is the slowest child's last
+  /// transfer. render_metrics() takes it as it is.
   Stats total;
   std::uint64_t restarts = 0;  ///< restarts over all slots
   unsigned running = 0;        ///< children alive now

@@ -1,9 +1,12 @@
 // esockets-echo --processes N: the first line says how many processes serve, clients are
 // echoed by more than one of them, SIGTERM stops all with status 0 and the summary holds the
-// totals of every process; a bad value exits 2 saying what to change.
+// totals of every process; a bad value exits 2 saying what to change. A second supervisor
+// started with --take-over gets every client, process by process, and the first exits 0.
 #include <signal.h>
+#include <stdlib.h>
 
 #include <cinttypes>
+#include <filesystem>
 #include <sstream>
 
 #include "child_process.hpp"
@@ -79,6 +82,60 @@ TEST(EchoProcesses, ServesWithSeveralProcessesAndPrintsTheirTotals) {
   }
   EXPECT_TRUE(total_seen) << out;
   EXPECT_GE(processes_with_clients, 2) << out;
+}
+
+TEST(EchoProcesses, NewSupervisorTakesOverEveryClientAndTheOldOneExitsZero) {
+  char dir[] = "/tmp/esk-echo-upgrade-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string ctl = std::string(dir) + "/ctl";
+  ChildProcess old_echo;
+  ASSERT_TRUE(old_echo.spawn({ESOCKETS_ECHO_BINARY, "--processes", "2", "--framing", "line",
+                              "--takeover-socket", ctl},
+                             ChildProcess::Stderr::file));
+  const std::uint16_t port = old_echo.wait_listening(20s);
+  ASSERT_NE(port, 0) << old_echo.output() << old_echo.err();
+
+  constexpr int kClients = 16;
+  std::vector<Client> clients(kClients);
+  char src[32];
+  auto echo_all = [&](int round) {
+    for (int i = 0; i < kClients; ++i) {
+      const std::string line = "client " + std::to_string(i) + " round " + std::to_string(round);
+      std::string got;
+      if (!clients[static_cast<std::size_t>(i)].send_line(line) ||
+          !clients[static_cast<std::size_t>(i)].recv_line(got, 5s) || got != line) {
+        return false;
+      }
+    }
+    return true;
+  };
+  for (int i = 0; i < kClients; ++i) {
+    std::snprintf(src, sizeof src, "127.0.0.%d", 1 + i % 6);
+    ASSERT_TRUE(clients[static_cast<std::size_t>(i)].connect(port, src));
+  }
+  ASSERT_TRUE(echo_all(0));
+
+  ChildProcess new_echo;
+  ASSERT_TRUE(new_echo.spawn({ESOCKETS_ECHO_BINARY, "--processes", "2", "--framing", "line", "--port",
+                              std::to_string(port), "--takeover-socket", ctl, "--take-over", ctl},
+                             ChildProcess::Stderr::file));
+  ASSERT_EQ(new_echo.wait_listening(20s), port) << new_echo.output() << new_echo.err();
+  EXPECT_EQ(exit_code(old_echo, 20s), 0) << old_echo.output() << old_echo.err();
+  const std::string old_out = old_echo.output(200ms);
+  EXPECT_NE(old_out.find("2 processes handed over to a new supervisor, exit status 0"), std::string::npos)
+      << old_out;
+  EXPECT_NE(old_out.find("handed_over=2 taken_over_out=16"), std::string::npos) << old_out;
+  const std::string new_out = new_echo.output();
+  EXPECT_NE(new_out.find("process 0 (pid"), std::string::npos) << new_out;
+  EXPECT_NE(new_out.find("from " + ctl + ".0"), std::string::npos) << new_out;
+  EXPECT_NE(new_out.find("from " + ctl + ".1"), std::string::npos) << new_out;
+  for (int round = 1; round <= 3; ++round) ASSERT_TRUE(echo_all(round)) << "round " << round;
+
+  clients.clear();
+  EXPECT_EQ(new_echo.stop(15s), 0) << new_echo.output() << new_echo.err();
+  EXPECT_NE(new_echo.output(200ms).find("taken_over_in=16"), std::string::npos) << new_echo.output();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 TEST(EchoProcesses, BadProcessCountExitsTwo) {

@@ -2,17 +2,21 @@
 // binary has a watchdog thread, and a Supervisor should fork from a single-threaded process
 // (under ASan a lock another thread holds at fork time stays locked in the child).
 //
-// usage: supervisor_helper PROCESSES [admin ADDR] [fail-first P]
-// Prints its events and, after run(), its totals as lines on stdout (see supervisor_test.cpp);
-// exits with run()'s status. Children serve lines: "who" answers "<process> <pid>", anything
-// else comes back as it was sent.
+// usage: supervisor_helper PROCESSES [admin ADDR] [fail-first P] [port N] [listen ADDR]...
+//                           [takeover-socket PATH] [take-over PATH]
+// Prints its events and, after run(), its totals as lines on stdout (see supervisor_test.cpp
+// and supervisor_upgrade_test.cpp); exits with run()'s status. Children serve lines: "who"
+// answers "<process> <pid>", "count" the number of lines this connection sent before it (a
+// per-connection state that a takeover carries), anything else comes back as it was sent.
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
+#include <string_view>
 
 #include "esockets/esockets.hpp"
 
@@ -22,8 +26,25 @@ class WhoEchoHandler : public esockets::Handler {
  public:
   explicit WhoEchoHandler(unsigned process)
       : who_(std::to_string(process) + " " + std::to_string(::getpid())) {}
+  bool on_client_connect(esockets::Connection& c) override {
+    c.emplace_state<std::uint64_t>(0);
+    return true;
+  }
   void on_message_recv(esockets::Connection& c, esockets::Bytes m) override {
-    c.send_frame(m == "who" ? esockets::Bytes(who_) : m);
+    std::uint64_t& lines = *c.state<std::uint64_t>();
+    if (m == "count") {
+      c.send_frame(std::to_string(lines));
+    } else {
+      c.send_frame(m == "who" ? esockets::Bytes(who_) : m);
+    }
+    ++lines;
+  }
+  std::string on_client_takeover(esockets::Connection& c) override {
+    return std::to_string(*c.state<std::uint64_t>());
+  }
+  bool on_client_restore(esockets::Connection& c, std::string_view state) override {
+    c.emplace_state<std::uint64_t>(std::strtoull(std::string(state).c_str(), nullptr, 10));
+    return true;
   }
 
  private:
@@ -50,8 +71,13 @@ int main(int argc, char** argv) {
   o.stop_timeout = std::chrono::seconds(10);
   int fail_first = -1;
   for (int i = 2; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "admin") == 0) o.server.admin = argv[i + 1];
-    if (std::strcmp(argv[i], "fail-first") == 0) fail_first = std::atoi(argv[i + 1]);
+    const std::string key = argv[i];
+    if (key == "admin") o.server.admin = argv[i + 1];
+    if (key == "fail-first") fail_first = std::atoi(argv[i + 1]);
+    if (key == "port") o.server.port = static_cast<std::uint16_t>(std::atoi(argv[i + 1]));
+    if (key == "listen") o.server.listeners.push_back(esockets::ListenerOptions{argv[i + 1]});
+    if (key == "takeover-socket") o.server.takeover_socket = argv[i + 1];
+    if (key == "take-over") o.server.take_over = argv[i + 1];
   }
   o.on_event = [](esockets::Supervisor& sup, const esockets::SupervisorEvent& e) {
     using K = esockets::SupervisorEventKind;
@@ -62,6 +88,8 @@ int main(int argc, char** argv) {
       case K::exited: say("exited " + pe + " " + std::to_string(e.status)); break;
       case K::all_ready: say("all_ready " + std::to_string(sup.port()) + " " + sup.admin_address()); break;
       case K::stopping: say("stopping"); break;
+      case K::handed_over: say("handed_over " + pe); break;
+      case K::restarting: say("restarting " + pe + " " + e.text); break;
       default: break;
     }
   };
@@ -88,6 +116,10 @@ int main(int argc, char** argv) {
       say("process " + std::to_string(ps.process) + " " + std::to_string(ps.stats.total.accepts) +
           " " + std::to_string(ps.stats.total.messages_in));
     }
+    unsigned handed = 0;
+    for (const esockets::ProcessStats& ps : st.processes) handed += ps.handed_over ? 1 : 0;
+    say("takeover " + std::to_string(st.total.taken_over_out) + " " +
+        std::to_string(st.total.taken_over_in) + " " + std::to_string(handed));
   } catch (const std::exception& e) {
     say(std::string("exception ") + e.what());
   }

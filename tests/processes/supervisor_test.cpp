@@ -17,8 +17,7 @@
 #include <set>
 #include <sstream>
 
-#include "child_process.hpp"
-#include "test_support.hpp"
+#include "supervised.hpp"
 
 namespace esockets::test {
 namespace {
@@ -54,97 +53,6 @@ SupervisorOptions base_options(unsigned processes) {
   o.restart_backoff = std::chrono::milliseconds(50);
   o.stop_timeout = std::chrono::seconds(10);
   return o;
-}
-
-// The supervisor process (supervisor_helper: a program of its own, so that it forks from a
-// single-threaded process) and the lines it writes: "started|ready|exited P PID [STATUS]",
-// "all_ready PORT ADMIN", "stopping", then "total ..." and "process P ..." after run().
-class Supervised {
- public:
-  explicit Supervised(std::vector<std::string> args) {
-    args.insert(args.begin(), ESOCKETS_SUPERVISOR_HELPER);
-    if (!p_.spawn(args, ChildProcess::Stderr::file)) throw std::runtime_error("spawn supervisor_helper");
-  }
-
-  // The next line starting with `prefix` (lines before it are skipped); "" on timeout or end.
-  std::string wait_line(const std::string& prefix, std::chrono::milliseconds timeout = 10s) {
-    const auto deadline = Clock::now() + timeout;
-    while (true) {
-      const std::string& out = p_.output();
-      std::size_t nl;
-      while ((nl = out.find('\n', pos_)) != std::string::npos) {
-        std::string line = out.substr(pos_, nl - pos_);
-        pos_ = nl + 1;
-        if (line.rfind(prefix, 0) == 0) return line;
-      }
-      if (Clock::now() >= deadline) return "";
-      const bool ended = !p_.alive();
-      const std::size_t before = p_.output().size();
-      p_.output(20ms);
-      if (ended && p_.output().size() == before) return "";
-    }
-  }
-  // SIGTERM (or nothing with send = false), then its exit code once it ended; -1 on timeout.
-  int terminate(bool send = true, std::chrono::milliseconds timeout = 15s) {
-    if (send) ::kill(p_.pid(), SIGTERM);
-    const auto deadline = Clock::now() + timeout;
-    while (p_.alive() && Clock::now() < deadline) p_.output(20ms);
-    return p_.stop(1s);
-  }
-  std::string log() { return p_.output() + p_.err(); }
-  pid_t pid() const { return p_.pid(); }
-
- private:
-  ChildProcess p_;
-  std::size_t pos_ = 0;
-};
-
-std::vector<std::uint64_t> numbers(const std::string& line) {
-  std::istringstream in(line);
-  std::string word;
-  in >> word;
-  std::vector<std::uint64_t> out;
-  std::uint64_t v;
-  while (in >> v) out.push_back(v);
-  return out;
-}
-
-// "who" over a client: {process, pid}, or {-1, -1}.
-std::pair<int, int> who(Client& c) {
-  std::string line;
-  if (!c.send_line("who") || !c.recv_line(line, 5s)) return {-1, -1};
-  int p = -1, pid = -1;
-  std::sscanf(line.c_str(), "%d %d", &p, &pid);
-  return {p, pid};
-}
-
-// `rounds` rounds of `burst` pipelined sequence-numbered lines; true if each came back exactly
-// and in order. Adds what it sent to *messages and *bytes.
-bool echo_rounds(Client& c, std::size_t id, int first, int rounds, int burst, std::uint64_t* messages,
-                 std::uint64_t* bytes) {
-  for (int r = 0; r < rounds; ++r) {
-    std::string out;
-    std::vector<std::string> want;
-    for (int k = 0; k < burst; ++k) {
-      want.push_back("c" + std::to_string(id) + " s" + std::to_string(first + r * burst + k) + " " +
-                     std::string(8 + (id + static_cast<std::size_t>(k)) % 40, 'x'));
-      out += want.back() + "\n";
-    }
-    if (!c.send_all(out)) return false;
-    for (const std::string& w : want) {
-      std::string got;
-      if (!c.recv_line(got, 5s) || got != w) return false;
-    }
-    if (messages) *messages += static_cast<std::uint64_t>(burst);
-    if (bytes) *bytes += out.size();
-  }
-  return true;
-}
-
-const char* source(std::size_t i) {
-  static const char* const kSources[] = {"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4",
-                                         "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"};
-  return kSources[i % 8];
 }
 
 TEST(Supervisor, ProcessesShareOnePortEchoInOrderAndSigtermDrainsAll) {

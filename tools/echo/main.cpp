@@ -35,6 +35,9 @@ constexpr const char* kUsage =
     "                        this one prints its stats and exits 0\n"
     "  --take-over PATH      take over from the server offering PATH instead of binding (use\n"
     "                        the same listeners; the first line says how many clients came)\n"
+    "                        With --processes N both name N paths, PATH.0 .. PATH.N-1 (one\n"
+    "                        per process): a new supervisor takes over the old one's\n"
+    "                        processes one at a time, and the old one exits 0 when all went\n"
     "  --drain SEC           on SIGTERM, first drain for SEC seconds (/health says 503, all\n"
     "                        clients still served), then stop (default 0)\n"
     "  --cpus LIST|auto      pin shards then workers to these CPUs, round-robin (0,1 or auto)\n"
@@ -128,6 +131,12 @@ int run_processes(esockets::tools::ServerCli& cli, const esockets::ServerOptions
         std::printf("esockets-echo listening on %s (%s)\n", where.c_str(), more.c_str());
         break;
       }
+      case K::ready:  // in an upgrade, each says how many clients it took over
+        if (!o.take_over.empty()) std::printf("esockets-echo: %s\n", e.text.c_str());
+        break;
+      case K::handed_over:
+        std::printf("esockets-echo: %s\n", e.text.c_str());
+        break;
       case K::exited:
       case K::restarting:
         if (!sup.stats().stopping) std::printf("esockets-echo: %s\n", e.text.c_str());
@@ -161,8 +170,12 @@ int run_processes(esockets::tools::ServerCli& cli, const esockets::ServerOptions
   sigaction(SIGTERM, &sa, nullptr);
   const int status = sup.run();
   g_supervisor.store(nullptr);
-  esockets::tools::print_process_stats(stdout, sup.stats());
-  std::printf("esockets-echo: %u processes stopped, exit status %d\n", processes, status);
+  const esockets::SupervisorStats st = sup.stats();
+  esockets::tools::print_process_stats(stdout, st);
+  const bool handed_over = std::all_of(st.processes.begin(), st.processes.end(),
+                                       [](const esockets::ProcessStats& p) { return p.handed_over; });
+  std::printf("esockets-echo: %u processes %s, exit status %d\n", processes,
+              handed_over ? "handed over to a new supervisor" : "stopped", status);
   std::fflush(stdout);
   return status;
 }
@@ -233,10 +246,6 @@ int main(int argc, char** argv) {
 
   if (o.output_total_cap < o.output_hard_cap) o.output_total_cap = o.output_hard_cap;
 
-  if (processes > 0 && (!o.takeover_socket.empty() || !o.take_over.empty())) {
-    cli.usage_error("--processes does not take --takeover-socket or --take-over yet: upgrade "
-                    "one process at a time by running them without --processes");
-  }
   if (processes > 0) {
     // The supervisor forks before any thread exists; the children block the stop signals
     // themselves. The resize signals would terminate an unprepared process: ignored.

@@ -58,8 +58,13 @@ void print_process_stats(std::FILE* out, const SupervisorStats& st) {
                  p.process, p.pid, p.restarts, t.connections, t.accepts, t.bytes_in, t.bytes_out,
                  t.messages_in, t.messages_out);
   }
-  std::fprintf(out, "processes: %zu running=%u restarts=%" PRIu64 " (totals include processes that ended)\n",
-               st.processes.size(), st.running, st.restarts);
+  unsigned handed = 0;
+  for (const ProcessStats& p : st.processes) handed += p.handed_over ? 1 : 0;
+  std::fprintf(out,
+               "processes: %zu running=%u restarts=%" PRIu64 " handed_over=%u taken_over_out=%" PRIu64
+               " taken_over_in=%" PRIu64 " (totals include processes that ended)\n",
+               st.processes.size(), st.running, st.restarts, handed, st.total.taken_over_out,
+               st.total.taken_over_in);
   std::fflush(out);
 }
 
