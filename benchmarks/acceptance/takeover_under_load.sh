@@ -8,6 +8,8 @@
 #   STORM      connections the storm opens meanwhile (default 2000; 0 = no storm)
 #   DURATION   seconds of load (default 8); the takeover starts after a third of it
 #   WORKERS    --workers of both servers (default 0); SHARDS (default 2)
+#   PROCESSES  0 (default): one process each; N: both are esockets-echo --processes N and the
+#              new supervisor takes over the old one's processes one at a time (P.0 .. P.N-1)
 # Prints the old and new servers' lines, the flood verdicts, and a summary (with each flood's pause
 # per connection: p99 and max of the connections' longest wait for a reply); exits non-zero if
 # any flood reports an error, a lost/duplicated/reordered reply, a failed connect or a
@@ -20,6 +22,9 @@ DEPTH=${DEPTH:-8}
 STORM=${STORM:-2000}
 DURATION=${DURATION:-8}
 WORKERS=${WORKERS:-0}
+PROCESSES=${PROCESSES:-0}
+procs=()
+[ "$PROCESSES" -gt 0 ] && procs=(--processes "$PROCESSES")
 SHARDS=${SHARDS:-2}
 ECHO=$B/tools/esockets-echo
 FLOOD=$B/tools/flood/esockets-flood
@@ -28,7 +33,7 @@ for t in "$ECHO" "$FLOOD"; do
 done
 mkdir -p "$OUT"
 ctl="$OUT/takeover.sock"
-rm -f "$ctl"
+rm -f "$ctl" "$ctl".*
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
@@ -39,7 +44,7 @@ wait_line() {  # file pattern seconds
   return 1
 }
 
-"$ECHO" --port 0 --shards "$SHARDS" --workers "$WORKERS" --takeover-socket "$ctl" >"$OUT/old.txt" 2>&1 &
+"$ECHO" "${procs[@]}" --port 0 --shards "$SHARDS" --workers "$WORKERS" --takeover-socket "$ctl" >"$OUT/old.txt" 2>&1 &
 old=$!; pids+=("$old")
 wait_line "$OUT/old.txt" "listening on" 5 || { echo "old server did not start:"; cat "$OUT/old.txt"; exit 1; }
 port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$OUT/old.txt" | head -1)
@@ -57,7 +62,7 @@ fi
 sleep "$(awk -v d="$DURATION" 'BEGIN { printf "%.1f", d / 3 }')"
 
 t0=$(date +%s.%N)
-"$ECHO" --port 0 --shards "$SHARDS" --workers "$WORKERS" --take-over "$ctl" --takeover-socket "$ctl" \
+"$ECHO" "${procs[@]}" --port "$port" --shards "$SHARDS" --workers "$WORKERS" --take-over "$ctl" --takeover-socket "$ctl" \
   >"$OUT/new.txt" 2>&1 &
 new=$!; pids+=("$new")
 wait_line "$OUT/new.txt" "listening on" 20 || { echo "new server did not start:"; cat "$OUT/new.txt"; exit 1; }
@@ -68,15 +73,18 @@ status=0
 wait "$fp"; fp_rc=$?
 [ -n "$sp" ] && { wait "$sp"; sp_rc=$?; } || sp_rc=0
 echo "== old server (exit $old_rc)"; grep -E "listening|took|taken|stopping|closes|warning|error" "$OUT/old.txt"
-echo "== new server"; grep -E "listening|warning|error" "$OUT/new.txt"
+echo "== new server"; grep -E "listening|took over|warning|error" "$OUT/new.txt"
 echo "== pipeline flood (exit $fp_rc)"; grep -E "connections:|errors|verify|lost|reply|latency|valid|reconnect" "$OUT/pipeline.txt"
 [ -n "$sp" ] && { echo "== storm flood (exit $sp_rc)"; grep -E "connections:|errors|connect|valid" "$OUT/storm.txt"; }
 python3 - "$OUT" "$t0" "$t1" "$STORM" <<'EOF'
 import json, os, re, sys
 out, t0, t1, storm = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 new = open(out + "/new.txt").read()
-m = re.search(r"took over (\d+) connections in ([0-9.]+) ms", new)
-moved, ms = (int(m.group(1)), float(m.group(2))) if m else (0, 0.0)
+# One line per process that took over ("... from P.i in X ms" with --processes, one at a time).
+took = re.findall(r"took over (\d+) connections(?: from \S+)? in ([0-9.]+) ms", new)
+moved, ms = sum(int(n) for n, _ in took), sum(float(t) for _, t in took)
+if len(took) > 1:
+    print("per process: " + ", ".join(f"{n} in {float(t):.1f} ms" for n, t in took))
 p = json.load(open(out + "/pipeline.json"))
 lat, c, d = p["latency_us"], p["connections"], p["delivery"]
 
