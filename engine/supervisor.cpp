@@ -48,6 +48,7 @@
 #include "proxy_header.hpp"
 #include "socket_ops.hpp"
 #include "supervisor_stats.hpp"
+#include "takeover_wire.hpp"
 
 namespace esockets {
 
@@ -138,11 +139,6 @@ int reserve_port(const detail::ListenAddress& a, bool v6_only, std::uint16_t& po
 // Slot i's takeover socket: the configured path with ".i" appended.
 std::string slot_path(const std::string& base, unsigned i) { return base + "." + std::to_string(i); }
 
-bool is_socket_file(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
 std::string tcp_address(const detail::ListenAddress& a, std::uint16_t port) {
   return (a.kind == detail::ListenAddress::Kind::tcp6 ? "[" + a.host + "]" : a.host) + ":" +
          std::to_string(port);
@@ -180,9 +176,13 @@ struct Supervisor::Impl {
     // Rolling upgrade (server.take_over): the next start takes over the old supervisor's
     // child of this slot; cleared once a child is ready or a takeover failed.
     bool take_over_pending = false;
+    bool takeover_failed = false;  // a takeover start ended before it was ready: start fresh
+    Clock::time_point failed_at{};
     bool waiting_turn = false;  // rolling upgrade: starts once the slot before it is ready
-    // Its takeover failed: the old child still listens on the path, so this slot offers none.
-    bool old_keeps_path = false;
+    // This start offers its takeover socket: set at each start, off while another process
+    // listens on the path (the old child after a failed takeover, or the new process that
+    // took this slot's connections), or the child could not start at all.
+    bool offer = false;
     bool handed_over_report = false;  // the running child's last report said handed over
     bool handed_over = false;  // its child gave everything to a new process: not restarted
     std::uint64_t restarts = 0;
@@ -355,16 +355,16 @@ void Supervisor::Impl::resolve() {
   }
 }
 
-// A rolling upgrade: slot i takes over "<take_over>.i" if the old supervisor's child i offers
-// it there; slots without an old counterpart start fresh. An old child that no slot would
-// take over is refused up front: it would keep its connections and its supervisor forever.
+// A rolling upgrade: an old child that no slot would take over is refused up front: it would
+// keep its connections and its supervisor forever. Which slots take over is decided at each
+// slot's start (spawn()), by whether an old child listens on its path then.
 void Supervisor::Impl::plan_takeovers() {
   const std::string& base = opts.server.take_over;
   if (base.empty()) return;
   const auto n = static_cast<unsigned>(slots.size());
-  if (is_socket_file(slot_path(base, n))) {
+  if (detail::control_socket_live(slot_path(base, n))) {
     unsigned old = n;
-    while (old < 256 && is_socket_file(slot_path(base, old))) ++old;
+    while (old < 256 && detail::control_socket_live(slot_path(base, old))) ++old;
     throw std::invalid_argument("esockets: Supervisor: the old processes offer a takeover at " +
                                 slot_path(base, 0) + " .. " + slot_path(base, old - 1) + ", " +
                                 std::to_string(old) + " of them; run at least " +
@@ -372,13 +372,19 @@ void Supervisor::Impl::plan_takeovers() {
                                 std::to_string(n) + " would leave " + std::to_string(old - n) +
                                 " behind)");
   }
-  for (unsigned i = 0; i < n; ++i) slots[i].take_over_pending = is_socket_file(slot_path(base, i));
 }
 
 // --- children ---
 
 void Supervisor::Impl::spawn(Supervisor& sup, unsigned i) {
   Slot& s = slots[i];
+  // Probed now, not at run(): an old child may have been restarted, or have ended, since.
+  s.take_over_pending = !opts.server.take_over.empty() && !s.ever_ready && !s.takeover_failed &&
+                        detail::control_socket_live(slot_path(opts.server.take_over, i));
+  const std::string offer_path = slot_path(opts.server.takeover_socket, i);
+  s.offer = !opts.server.takeover_socket.empty() &&
+            ((s.take_over_pending && offer_path == slot_path(opts.server.take_over, i)) ||
+             !detail::control_socket_live(offer_path));
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     const int err = errno;
@@ -457,7 +463,7 @@ void Supervisor::Impl::child_main(unsigned i, int chan, pid_t parent) {
     }
   }
   ServerOptions mine = child_opts;
-  if (!opts.server.takeover_socket.empty() && !slots[i].old_keeps_path) {
+  if (slots[i].offer) {
     mine.takeover_socket = slot_path(opts.server.takeover_socket, i);
   }
   if (slots[i].take_over_pending) mine.take_over = slot_path(opts.server.take_over, i);
@@ -518,7 +524,7 @@ void Supervisor::Impl::read_reports(Supervisor& sup, unsigned i) {
       emit(sup, {SupervisorEventKind::ready, i, s.pid, 0, s.restarts, milliseconds(0),
                  "process " + std::to_string(i) + " (pid " + std::to_string(s.pid) + ") ready" + took});
       // One slot at a time: the next waits for this one's takeover to finish.
-      if (i + 1 < slots.size() && slots[i + 1].waiting_turn) {
+      if (i + 1 < slots.size() && slots[i + 1].waiting_turn && !stopping) {
         slots[i + 1].waiting_turn = false;
         slots[i + 1].restart_pending = true;
         slots[i + 1].restart_at = Clock::now();
@@ -572,14 +578,14 @@ void Supervisor::Impl::reap(Supervisor& sup, unsigned i, int wstatus) {
     // the shared listeners beside it.
     const std::string path = slot_path(opts.server.take_over, i);
     s.take_over_pending = false;
-    s.old_keeps_path = slot_path(opts.server.takeover_socket, i) == path;
+    s.takeover_failed = true;
+    s.failed_at = Clock::now();
     s.restart_pending = true;
     s.restart_at = Clock::now() + opts.restart_backoff;
     emit(sup, {SupervisorEventKind::restarting, i, pid, code, s.restarts, opts.restart_backoff,
                who + "could not take over " + path + " (" + describe_status(code) +
                    "); starting it fresh in " + std::to_string(opts.restart_backoff.count()) +
-                   " ms" + (s.old_keeps_path ? " without a takeover socket" : "") +
-                   ": the old process keeps its connections"});
+                   " ms: the old process keeps what it did not hand over"});
     return;
   }
   if (!s.ever_ready && !all_ready_sent) {
@@ -614,6 +620,7 @@ void Supervisor::Impl::begin_stop(Supervisor& sup, Clock::time_point& deadline) 
   unsigned running = 0;
   for (Slot& s : slots) {
     s.restart_pending = false;
+    s.waiting_turn = false;
     if (s.pid > 0) {
       ::kill(s.pid, SIGTERM);
       ++running;
@@ -745,6 +752,15 @@ int Supervisor::run() {
     for (unsigned i = 0; i < m.slots.size() && !m.stopping; ++i) {
       auto& s = m.slots[i];
       if (!s.restart_pending || after < s.restart_at) continue;
+      // After a failed takeover the old child takes its connections back and listens on P.i
+      // again; it keeps P.i (its clients are the ones a next upgrade must reach). Until it does,
+      // or takeover_timeout passed (it died), the fresh start waits rather than take the path.
+      if (s.takeover_failed && !s.ever_ready && !m.opts.server.takeover_socket.empty() &&
+          after < s.failed_at + m.opts.server.takeover_timeout &&
+          !detail::control_socket_live(slot_path(m.opts.server.takeover_socket, i))) {
+        s.restart_at = after + milliseconds(20);
+        continue;
+      }
       if (s.started_once) {
         std::lock_guard lk(m.mu);
         ++s.restarts;
@@ -843,8 +859,10 @@ void ChildContext::report(const Stats& stats, bool final, bool handed_over) cons
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (::send(channel_, msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return;
     if (!final || (errno != EAGAIN && errno != EWOULDBLOCK)) return;
+    // A handed-over child has nothing left to serve: it waits (for a busy or stopped
+    // supervisor) rather than lose the report that keeps its slot from being restarted.
     pollfd p{channel_, POLLOUT, 0};
-    if (::poll(&p, 1, 1000) <= 0) return;
+    if (::poll(&p, 1, handed_over ? 60000 : 1000) <= 0) return;
   }
 }
 

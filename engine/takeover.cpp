@@ -83,6 +83,10 @@ std::unique_ptr<ConnBatch> TakeoverHub::next_export(unsigned shards, Clock::time
 
 namespace {
 
+// Timeouts (takeover_timeout each) the old side keeps waiting for a shard that is still
+// exporting after the transfer failed, to take its connections back.
+constexpr int kLateExportSteps = 6;
+
 Message message(MsgType type, std::string payload = {}) {
   Message m;
   m.type = type;
@@ -223,14 +227,22 @@ bool ServerCore::serve_takeover(Channel& ch) {
   std::uint64_t moved = 0;
   std::vector<std::unique_ptr<ConnBatch>> left;  // not acknowledged: taken back on failure
   std::string failure;
+  int late_steps = 0;
   for (;;) {
     bool timed_out = false;
     std::unique_ptr<ConnBatch> b =
         takeover_hub_.next_export(static_cast<unsigned>(shards.size()), step(), timed_out);
-    if (!b) {
-      if (timed_out) failure = "the old server's shards did not hand over in time";
-      break;
+    if (!b && timed_out) {
+      // A shard still saving its connections (slow on_client_takeover hooks) will hand its
+      // batch over later: it has detached them, so it must be collected and taken back, or
+      // its clients stay connected with nobody serving them. Wait on, bounded.
+      if (failure.empty()) failure = "the old server's shards did not hand over in time";
+      if (++late_steps <= kLateExportSteps) continue;
+      takeover_warning(Severity::error, "a shard still had not handed its connections over " +
+                                            std::to_string(kLateExportSteps) +
+                                            " timeouts later; they are lost");
     }
+    if (!b) break;
     if (!failure.empty()) {
       left.push_back(std::move(b));
       continue;

@@ -71,16 +71,26 @@ int wait_fd(int fd, short events, Clock::time_point deadline) {
 
 // Probes a socket file left at a path: true if it is stale (nobody accepts on it), false with
 // `error` if it is live or cannot be judged.
-bool is_stale(const std::string& path, const sockaddr_un& sun, socklen_t len, std::string& error) {
+// A probe connect: 0 if it connected, else its errno (or socket()'s, negated).
+int probe_connect(const sockaddr_un& sun, socklen_t len) {
   const int probe = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (probe < 0) {
-    error = where(path) + ": " + errno_text("socket", errno);
-    return false;
-  }
+  if (probe < 0) return -errno;
   const int rc = ::connect(probe, reinterpret_cast<const sockaddr*>(&sun), len);
   const int err = errno;
   ::close(probe);
-  if (rc == 0 || err == EAGAIN || err == EPROTOTYPE) {  // EPROTOTYPE: a live socket of another type
+  return rc == 0 ? 0 : err;
+}
+
+// Someone accepts there: EPROTOTYPE is a live socket of another type.
+bool probe_says_live(int err) { return err == 0 || err == EAGAIN || err == EPROTOTYPE; }
+
+bool is_stale(const std::string& path, const sockaddr_un& sun, socklen_t len, std::string& error) {
+  const int err = probe_connect(sun, len);
+  if (err < 0) {
+    error = where(path) + ": " + errno_text("socket", -err);
+    return false;
+  }
+  if (probe_says_live(err)) {
     error = where(path) +
             ": another process is listening on it (a takeover already under way?); "
             "stop it or choose another path";
@@ -93,6 +103,22 @@ bool is_stale(const std::string& path, const sockaddr_un& sun, socklen_t len, st
   }
   return true;
 }
+
+}  // namespace
+
+bool control_socket_live(const std::string& path) {
+  sockaddr_un sun{};
+  socklen_t len = 0;
+  std::string error;
+  struct stat st {};
+  if (!control_address(path, sun, len, error) || ::lstat(path.c_str(), &st) != 0 ||
+      !S_ISSOCK(st.st_mode)) {
+    return false;
+  }
+  return probe_says_live(probe_connect(sun, len));
+}
+
+namespace {
 
 bool known_type(std::uint8_t t) {
   return t >= static_cast<std::uint8_t>(MsgType::hello) &&

@@ -34,6 +34,9 @@ namespace esockets::detail {
 /// start). A socket file nobody listens on is replaced; a live socket or a non-socket is not.
 /// Returns the fd, or -1 with `error` naming the path and what to do.
 int listen_control(const std::string& path, std::string& error);
+/// True if a process listens on the control socket at `path` (a probe connect succeeds); false
+/// for no file, a stale one, or one that cannot be judged.
+bool control_socket_live(const std::string& path);
 
 /// Accepts one peer on a listen_control fd, waiting at most `timeout`. Returns a non-blocking
 /// close-on-exec fd, or -1 with `error`.

@@ -70,12 +70,17 @@ struct SupervisorOptions {
   ///   over "P.i" from the old supervisor's child i, one slot at a time (slot i+1 starts once
   ///   slot i is ready, that is, holds everything slot i of the old one held). A slot with no
   ///   "P.i" starts fresh; a slot whose takeover fails starts fresh after restart_backoff
-  ///   (offering no takeover socket, since the old child keeps "P.i") and the old child keeps
-  ///   its connections. run() refuses to start (std::invalid_argument)
-  ///   when the old supervisor has more processes than this one. Every TCP port must be given
+  ///   and the old child keeps what it did not hand over. run() refuses to start (std::invalid_argument)
+  ///   when the old supervisor has more processes than this one (seen by its children
+  ///   listening on "P.n"; one restarting at that moment is missed, and keeps its slot). Every TCP port must be given
   ///   (the old one's), not 0. Set both (the same P) so that the next upgrade can follow.
-  /// With either set, the admin listener is bound with SO_REUSEPORT, so the new supervisor
-  /// serves the same admin address.
+  /// With either set, a TCP admin listener is bound with SO_REUSEPORT, so the new supervisor
+  /// serves the same admin address (a Unix-domain admin path cannot be shared: give the new
+  /// supervisor another one). Whether slot i takes over, and whether it offers "P.i", is
+  /// probed at each start: it takes over only where an old child listens, and offers no path
+  /// another process listens on (a restarted old child never fights the new one for it). If
+  /// the new supervisor dies during a transfer, its children stop as always (their clients
+  /// see a close); the old children keep what they had not handed over.
   ServerOptions server;
   /// Back-off before restarting a child that ended; doubled for each further restart of the
   /// same slot up to max_restart_backoff, and back to this after the child ran 10 s.

@@ -4,12 +4,23 @@
 //
 // usage: supervisor_helper PROCESSES [admin ADDR] [fail-first P] [port N] [listen ADDR]...
 //                           [takeover-socket PATH] [take-over PATH]
+//                           [crash-in-takeover P] [slow-takeover MS] [crash-after-start P]
+//                           [restart-backoff MS] [takeover-timeout MS]
+// (The last five are for supervisor_upgrade_adversarial_test.cpp: crash-in-takeover P: the first
+// child of slot P dies (SIGKILL) in its first on_client_takeover, in the middle of handing its
+// connections over; slow-takeover MS: on_client_takeover sleeps MS per connection, so that a
+// transfer lasts; crash-after-start P: the first child of slot P dies (SIGKILL) right after its
+// Server::start() returned, before its first report; restart-backoff MS and takeover-timeout MS
+// set SupervisorOptions::restart_backoff and ServerOptions::takeover_timeout.)
 // Prints its events and, after run(), its totals as lines on stdout (see supervisor_test.cpp
 // and supervisor_upgrade_test.cpp); exits with run()'s status. Children serve lines: "who"
 // answers "<process> <pid>", "count" the number of lines this connection sent before it (a
 // per-connection state that a takeover carries), anything else comes back as it was sent.
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +28,7 @@
 #include <exception>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "esockets/esockets.hpp"
 
@@ -24,8 +36,10 @@ namespace {
 
 class WhoEchoHandler : public esockets::Handler {
  public:
-  explicit WhoEchoHandler(unsigned process)
-      : who_(std::to_string(process) + " " + std::to_string(::getpid())) {}
+  explicit WhoEchoHandler(unsigned process, bool crash_in_takeover = false, int slow_takeover_ms = 0)
+      : who_(std::to_string(process) + " " + std::to_string(::getpid())),
+        crash_in_takeover_(crash_in_takeover),
+        slow_takeover_ms_(slow_takeover_ms) {}
   bool on_client_connect(esockets::Connection& c) override {
     c.emplace_state<std::uint64_t>(0);
     return true;
@@ -40,6 +54,8 @@ class WhoEchoHandler : public esockets::Handler {
     ++lines;
   }
   std::string on_client_takeover(esockets::Connection& c) override {
+    if (crash_in_takeover_) ::raise(SIGKILL);
+    if (slow_takeover_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(slow_takeover_ms_));
     return std::to_string(*c.state<std::uint64_t>());
   }
   bool on_client_restore(esockets::Connection& c, std::string_view state) override {
@@ -49,6 +65,8 @@ class WhoEchoHandler : public esockets::Handler {
 
  private:
   std::string who_;
+  bool crash_in_takeover_ = false;
+  int slow_takeover_ms_ = 0;
 };
 
 void say(const std::string& line) {
@@ -70,6 +88,9 @@ int main(int argc, char** argv) {
   o.restart_backoff = std::chrono::milliseconds(50);
   o.stop_timeout = std::chrono::seconds(10);
   int fail_first = -1;
+  int crash_in_takeover = -1;
+  int slow_takeover_ms = 0;
+  int crash_after_start = -1;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string key = argv[i];
     if (key == "admin") o.server.admin = argv[i + 1];
@@ -78,6 +99,14 @@ int main(int argc, char** argv) {
     if (key == "listen") o.server.listeners.push_back(esockets::ListenerOptions{argv[i + 1]});
     if (key == "takeover-socket") o.server.takeover_socket = argv[i + 1];
     if (key == "take-over") o.server.take_over = argv[i + 1];
+    if (key == "crash-in-takeover") crash_in_takeover = std::atoi(argv[i + 1]);
+    if (key == "slow-takeover") slow_takeover_ms = std::atoi(argv[i + 1]);
+    if (key == "crash-after-start") crash_after_start = std::atoi(argv[i + 1]);
+    if (key == "restart-backoff") {
+      o.restart_backoff = std::chrono::milliseconds(std::atoi(argv[i + 1]));
+      o.max_restart_backoff = std::max(o.max_restart_backoff, o.restart_backoff);
+    }
+    if (key == "takeover-timeout") o.server.takeover_timeout = std::chrono::milliseconds(std::atoi(argv[i + 1]));
   }
   o.on_event = [](esockets::Supervisor& sup, const esockets::SupervisorEvent& e) {
     using K = esockets::SupervisorEventKind;
@@ -95,14 +124,18 @@ int main(int argc, char** argv) {
   };
   int rc = 99;
   try {
-    esockets::Supervisor sup(o, [fail_first](const esockets::ChildContext& ctx) -> int {
+    esockets::Supervisor sup(o, [fail_first, crash_in_takeover, slow_takeover_ms,
+                                 crash_after_start](const esockets::ChildContext& ctx) -> int {
       // fail-first P: process P cannot start the first time (as a bad option would do).
       if (static_cast<int>(ctx.process()) == fail_first && ctx.restarts() == 0) {
         throw std::runtime_error("cannot start");
       }
-      WhoEchoHandler h(ctx.process());
+      const bool first = ctx.restarts() == 0;
+      WhoEchoHandler h(ctx.process(), first && static_cast<int>(ctx.process()) == crash_in_takeover,
+                       slow_takeover_ms);
       esockets::Server server(h, ctx.options());
       server.start();
+      if (first && static_cast<int>(ctx.process()) == crash_after_start) ::raise(SIGKILL);
       return ctx.serve(server);
     });
     rc = sup.run();
