@@ -1,5 +1,5 @@
 // mailbox_bench: throughput of the engine's cross-thread queues and the cost of a hand-off that
-// has to wake a sleeping thread (engine/mailbox.hpp, engine/wakeup.hpp).
+// has to wake a sleeping thread (engine/mailbox/mailbox.hpp, engine/mailbox/wakeup.hpp).
 //
 //   BM_Spsc<Event|Command>/Single   one push / one pop per element, producer and consumer on two threads
 //   BM_Spsc<Event|Command>/Batch    push(array, n) / pop(array, n) in batches of n
@@ -22,8 +22,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include "mailbox.hpp"
-#include "wakeup.hpp"
+#include "mailbox/mailbox.hpp"
+#include "mailbox/wakeup.hpp"
 
 namespace {
 

@@ -1,5 +1,5 @@
-// table_bench: the shard's per-connection bookkeeping (engine/connection_table.hpp,
-// engine/send_queue.hpp).
+// table_bench: the shard's per-connection bookkeeping (engine/core/connection_table.hpp,
+// engine/shard/send_queue.hpp).
 //
 //   BM_Table_OpenRetireClear        the life of one connection: open -> find -> retire -> clear
 //   BM_Table_Find/N                 find() of live ids spread over N open slots (hit path)
@@ -19,8 +19,8 @@
 #include <thread>
 #include <vector>
 
-#include "connection_table.hpp"
-#include "send_queue.hpp"
+#include "core/connection_table.hpp"
+#include "shard/send_queue.hpp"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// libFuzzer harness for the PROXY protocol header parser (engine/proxy_header.cpp). The
+// libFuzzer harness for the PROXY protocol header parser (engine/io/proxy_header.cpp). The
 // properties live in tests/proxy/proxy_properties.hpp, shared with tests/proxy/proxy_corpus_test.cpp.
 #include <cstddef>
 #include <cstdint>

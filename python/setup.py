@@ -1,4 +1,4 @@
-"""Builds esockets._esockets: the engine's C++ sources (../engine/*.cpp) and the pybind11
+"""Builds esockets._esockets: the engine's C++ sources (../engine/**/*.cpp) and the pybind11
 binding compiled straight into one extension module, two files at a time.
 
 Why not CMake: the extension needs nothing from the CMake build but the sources and two include
@@ -31,9 +31,10 @@ os.makedirs(BUILD, exist_ok=True)
 JOBS = max(1, int(os.environ.get("ESOCKETS_BUILD_JOBS", "2")))
 
 sources = [os.path.join(HERE, "src", "esockets", "_esockets.cpp")]
-sources += sorted(glob.glob(os.path.join(ENGINE, "*.cpp")))
+sources += sorted(glob.glob(os.path.join(ENGINE, "**", "*.cpp"), recursive=True))
 depends = sorted(
-    glob.glob(os.path.join(ENGINE, "*.hpp")) + glob.glob(os.path.join(INCLUDE, "esockets", "*.hpp"))
+    glob.glob(os.path.join(ENGINE, "**", "*.hpp"), recursive=True)
+    + glob.glob(os.path.join(INCLUDE, "esockets", "*.hpp"))
 ) + [os.path.abspath(__file__)]
 
 

@@ -3,7 +3,7 @@
 
 #include <set>
 
-#include "connection_table.hpp"
+#include "core/connection_table.hpp"
 
 namespace esockets::detail {
 namespace {

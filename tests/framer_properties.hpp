@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "framer.hpp"
+#include "framing/framer.hpp"
 
 namespace esockets::test {
 

@@ -1,5 +1,5 @@
 // Unit tests of the framer. Build with ESOCKETS_FRAMER_TEST_COUNTERS defined for this file and
-// engine/framer.cpp compiled into the same target: the scan and allocation counters turn
+// engine/framing/framer.cpp compiled into the same target: the scan and allocation counters turn
 // "linear" and "never allocates more than ..." into exact assertions instead of timings.
 #include <gtest/gtest.h>
 
@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "framer.hpp"
+#include "framing/framer.hpp"
 #include "framer_properties.hpp"
 
 // Counter assertions compile only with the counters; without them CountersAreCompiledIn
@@ -112,14 +112,14 @@ bool points_into(std::string_view f, std::string_view buf) {
 
 TEST(FramerTestSetup, CountersAreCompiledIn) {
 #ifndef ESOCKETS_FRAMER_TEST_COUNTERS
-  FAIL() << "define ESOCKETS_FRAMER_TEST_COUNTERS for framer_test and compile engine/framer.cpp into it";
+  FAIL() << "define ESOCKETS_FRAMER_TEST_COUNTERS for framer_test and compile engine/framing/framer.cpp into it";
 #else
   reset_counters();
   FrameState st;
   Framer(line_cfg()).feed(st, "partial", 7, [](std::string_view) { return true; });
   EXPECT_EQ(framer_test_counters.scanned, 7u);
   EXPECT_EQ(framer_test_counters.allocations, 1u)
-      << "engine/framer.cpp must be compiled into framer_test with the macro, not taken from the library";
+      << "engine/framing/framer.cpp must be compiled into framer_test with the macro, not taken from the library";
 #endif
 }
 

@@ -6,8 +6,8 @@
 #include <thread>
 #include <vector>
 
-#include "mailbox.hpp"
-#include "send_queue.hpp"
+#include "mailbox/mailbox.hpp"
+#include "shard/send_queue.hpp"
 #include "test_support.hpp"
 
 namespace esockets::detail {

@@ -5,7 +5,7 @@
 #include <random>
 #include <string>
 
-#include "send_queue.hpp"
+#include "shard/send_queue.hpp"
 
 namespace esockets::detail {
 namespace {

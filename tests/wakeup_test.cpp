@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "test_support.hpp"
-#include "wakeup.hpp"
+#include "mailbox/wakeup.hpp"
 
 namespace esockets::detail {
 namespace {

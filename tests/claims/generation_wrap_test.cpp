@@ -19,7 +19,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "connection_table.hpp"
+#include "core/connection_table.hpp"
 
 namespace esockets::detail {
 namespace {

@@ -39,7 +39,7 @@
 #include <system_error>
 #include <vector>
 
-#include "admin.hpp"
+#include "ops/admin.hpp"
 #include "child_process.hpp"
 #include "test_support.hpp"
 

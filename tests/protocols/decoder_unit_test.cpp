@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "esockets/decoder.hpp"
-#include "framer.hpp"
+#include "framing/framer.hpp"
 
 namespace esockets::test {
 namespace {

@@ -1,6 +1,6 @@
 // PROXY protocol header parsing (v1 text, v2 binary), trusted-proxy CIDRs and listener
-// addresses: the pure functions of engine/proxy_header.hpp.
-#include "proxy_header.hpp"
+// addresses: the pure functions of engine/io/proxy_header.hpp.
+#include "io/proxy_header.hpp"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>

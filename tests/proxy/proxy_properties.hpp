@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-#include "proxy_header.hpp"
+#include "io/proxy_header.hpp"
 
 namespace esockets::test {
 

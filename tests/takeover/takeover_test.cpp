@@ -2,7 +2,7 @@
 // the listeners and every live connection pass through the control socket exactly as they do
 // between processes (SCM_RIGHTS does not care). Each client numbers its lines and checks every
 // echo (loss, duplication, order) across the hand-over, and that it never saw EOF or a reset.
-// Failure cases use a hand-written peer on the control socket (engine/takeover_wire.hpp).
+// Failure cases use a hand-written peer on the control socket (engine/takeover/takeover_wire.hpp).
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "esockets/esockets.hpp"
-#include "takeover_wire.hpp"
+#include "takeover/takeover_wire.hpp"
 #include "test_support.hpp"
 
 namespace {

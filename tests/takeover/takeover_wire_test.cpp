@@ -1,7 +1,7 @@
-// Takeover wire (engine/takeover_wire.hpp): the control socket, peer credentials, message
+// Takeover wire (engine/takeover/takeover_wire.hpp): the control socket, peer credentials, message
 // framing with fds, garbage peers, the version handshake and the record serialisation.
 // Every socket file lives in a temporary directory removed at the end; every wait is bounded.
-#include "takeover_wire.hpp"
+#include "takeover/takeover_wire.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -1,0 +1,455 @@
+// The per-connection state machine of a shard: read and frame, write, close.
+// (Accepting is in shard_accept.cpp, the direct entry points in shard_local.cpp.)
+// Thread: owner shard only.
+//
+//   open --EOF--> half_closed --eof_ack--> closing --output flushed--> (retire) --> closed
+//     |                                       ^        \--FIN owed, input unread--> lingering
+//     +--close()/error/timeout----------------+                                        |
+//   errors (RST, EPIPE) skip straight to retire + close; lingering ends at the peer's FIN
+//   or at linger_timeout.
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/server_core.hpp"
+#include "shard/shard.hpp"
+#include "io/socket_ops.hpp"
+#include "mailbox/worker.hpp"
+
+namespace esockets::detail {
+
+namespace {
+constexpr int kReadBudget = 4;             // reads per readable event (fairness)
+constexpr int kIovMax = 64;
+}  // namespace
+
+// ---------------------------------------------------------------- read
+
+void Shard::readable(Conn* c) {
+  const ConnectionId id = c->id();
+  if (c->frame.has_pending_frames()) {
+    // Frames read earlier are still held (a pause stopped their delivery): they go first, and
+    // nothing more is read until they are all out, so held input never grows past one read.
+    deliver(c, nullptr, 0);
+    if (table_.find(id, index_) != c || !c->reading() || c->frame.has_pending_frames()) return;
+  }
+  for (int i = 0; i < kReadBudget; ++i) {
+    ssize_t n = ::recv(c->fd(), rbuf_.get(), rbuf_size_, 0);
+    if (n > 0) {
+      counters_.bytes_in.add(static_cast<std::uint64_t>(n));
+      c->last_read_tick = tick();
+      deliver(c, rbuf_.get(), static_cast<std::size_t>(n));
+      if (table_.find(id, index_) != c) return;
+      if (c->frame.buffered() == 0) {
+        c->frame_start_tick = 0;
+      } else if (c->frame_start_tick == 0) {
+        c->frame_start_tick = c->last_read_tick;
+      }
+      if (!c->reading()) return;
+      if (static_cast<std::size_t>(n) < rbuf_size_) return;  // drained: skip the EAGAIN call
+      continue;
+    }
+    if (n == 0) {
+      on_eof(c);
+      return;
+    }
+    const int err = errno;
+    switch (classify_io_errno(err)) {
+      case IoFailure::again:
+        return;
+      case IoFailure::interrupted:
+        continue;
+      case IoFailure::reset:
+        abort_conn(c, CloseReason::reset);
+        return;
+      case IoFailure::other:
+        warn(WarningCode::io_error, Severity::warning, c->id(), err,
+             errno_message(("read failed for " + c->pub.getip()).c_str(), err));
+        abort_conn(c, CloseReason::io_error);
+        return;
+    }
+  }
+}
+
+void Shard::linger_readable(Conn* c) {
+  for (int i = 0; i < kReadBudget; ++i) {
+    ssize_t n = ::recv(c->fd(), rbuf_.get(), rbuf_size_, 0);
+    if (n > 0) continue;  // unread input is discarded so close() sends FIN, not RST
+    if (n < 0 && classify_io_errno(errno) == IoFailure::again) return;
+    if (n < 0 && classify_io_errno(errno) == IoFailure::interrupted) continue;
+    close_fd(c);
+    return;
+  }
+}
+
+bool Shard::deliver_frame(Conn* c, std::string_view frame) {
+  counters_.messages_in.add();
+  if (outboxes_.empty()) {
+    call_handler(c, [&] { core_.handler().on_message_recv(c->pub, frame); });
+    return c->reading();
+  }
+  void* copy = nullptr;
+  if (!frame.empty()) {
+    copy = std::malloc(frame.size());
+    if (copy == nullptr) {
+      warn(WarningCode::out_of_memory, Severity::error, c->id(), 0,
+           "out of memory copying a message for " + c->pub.getip());
+      begin_close(c, CloseReason::io_error);
+      return false;
+    }
+    std::memcpy(copy, frame.data(), frame.size());
+  }
+  Outbox& ob = outboxes_[c->worker];
+  emit(c->worker, Event{c->id().value(), copy, static_cast<std::uint32_t>(frame.size()),
+                        EventKind::message, 0});
+  if (ob.size() > to_workers_[c->worker]->write_available() && !c->flow_paused) {
+    // The worker is behind: stop reading this client (TCP pushes back) until it catches up,
+    // and stop framing the chunk already read: its other frames wait in the connection's
+    // FrameState, so the outbox grows by at most one event per connection past the bound.
+    flow_pause(c, ob.flow_paused);
+  }
+  return c->reading();
+}
+
+void Shard::deliver(Conn* c, const char* p, std::size_t n) {
+  // While frames are delivered, the handler may close the connection or make it fail: the
+  // frame buffer its `message` points into is only freed after the feed returns.
+  const ConnectionId id = c->id();
+  delivering_ = c;
+  FeedStatus st;
+  try {
+    st = framer_.feed(c->frame, p, n, [&](std::string_view f) { return deliver_frame(c, f); });
+  } catch (...) {
+    delivering_ = nullptr;
+    throw;  // dispatch() closes this connection only
+  }
+  delivering_ = nullptr;
+  if (table_.find(id, index_) != c) return;
+  if (c->state == ConnState::closing) {
+    c->frame.clear();
+    return;
+  }
+  if (st == FeedStatus::error) framing_failed(c);
+}
+
+void Shard::framing_failed(Conn* c) {
+  const ConnectionId id = c->id();
+  const char* why = framer_.error_reason(c->frame);
+  warn(WarningCode::framing_error, Severity::info, c->id(), 0,
+       std::string("framing error from ") + c->pub.getip() + ": " + why);
+  c->frame.clear();
+  // The handler may answer (an error reply); it goes out before the close. With workers the
+  // close waits for the worker's ack, so replies to earlier frames go out first too.
+  if (outboxes_.empty()) {
+    call_handler(c, [&] { core_.handler().on_framing_error(c->pub, why); });
+    if (table_.find(id, index_) != c) return;
+  } else {
+    emit(c->worker, Event{id.value(), const_cast<char*>(why), 0, EventKind::framing_error, 0});
+  }
+  close_after_worker(c, CloseReason::framing_error);
+}
+
+void Shard::close_after_worker(Conn* c, CloseReason reason) {
+  // Inline, every reply to earlier frames is already queued. With workers, some may still be
+  // on their way: read no more, and close once the worker acknowledges (it answers the eof
+  // event after everything before it), so those replies go out first.
+  if (outboxes_.empty()) {
+    begin_close(c, reason);
+    return;
+  }
+  c->state = ConnState::half_closed;
+  c->reason = reason;
+  update_interest(c);
+  emit(c->worker, Event{c->id().value(), nullptr, 0, EventKind::eof, 0});
+}
+
+void Shard::on_eof(Conn* c) {
+  c->peer_eof = true;
+  close_after_worker(c, CloseReason::peer_closed);
+}
+
+void Shard::resume_reading(Conn* c) {
+  if (!c->reading()) return;
+  // The time spent paused was ours, not the client's: idle and frame clocks start again.
+  const std::uint32_t now = tick();
+  c->last_read_tick = now;
+  if (c->frame_start_tick != 0) c->frame_start_tick = now;
+  if (c->frame.has_pending_frames() && !c->resume_pending) {
+    // Delivered from the loop (process_resumes), never nested in the caller's callback.
+    c->resume_pending = true;
+    resumes_.push_back(c->id());
+  }
+  if (c->hup) c->hup = false;  // re-register; the kernel reports the hang-up again after reads
+  mark_dirty(c);
+}
+
+void Shard::set_user_pause(Conn* c, bool pause) {
+  if (c->user_paused == pause) return;
+  c->user_paused = pause;
+  if (!c->flow_paused) {
+    if (pause) {
+      counters_.paused.add();
+    } else {
+      counters_.paused.sub();
+    }
+  }
+  if (pause) {
+    mark_dirty(c);
+  } else {
+    resume_reading(c);
+  }
+}
+
+// ---------------------------------------------------------------- write
+
+bool Shard::over_cap(Conn* c, std::size_t more) {
+  return c->out.bytes() + more > core_.options().output_hard_cap ||
+         counters_.output_bytes.get() + more > shard_output_cap_;
+}
+
+void Shard::append(Conn* c, const char* p, std::size_t n) {
+  c->out.append(p, n, pool_);
+  counters_.messages_out.add();
+  counters_.output_bytes.add(n);
+  mark_dirty(c);  // watermark callbacks run from flush(), never inside the caller's send()
+}
+
+void Shard::adopt(Conn* c, SendBlock* b) {
+  const std::size_t n = b->size();
+  c->out.adopt(b, pool_);
+  counters_.messages_out.add();
+  counters_.output_bytes.add(n);
+  mark_dirty(c);
+}
+
+void Shard::after_output_change(Conn* c) {
+  const auto& o = core_.options();
+  const std::size_t q = c->out.bytes();
+  EventKind k;
+  if (!c->above_high && q >= o.output_high_watermark) {
+    c->above_high = true;
+    k = EventKind::output_high;
+  } else if (c->above_high && q <= o.output_low_watermark) {
+    c->above_high = false;
+    k = EventKind::output_low;
+  } else {
+    return;
+  }
+  if (c->state != ConnState::open && c->state != ConnState::half_closed) return;
+  if (outboxes_.empty()) {
+    call_handler(c, [&] {
+      if (k == EventKind::output_high) {
+        core_.handler().on_output_high(c->pub);
+      } else {
+        core_.handler().on_output_low(c->pub);
+      }
+    });
+  } else {
+    emit(c->worker, Event{c->id().value(), nullptr, 0, k, 0});
+  }
+}
+
+void Shard::mark_dirty(Conn* c) {
+  if (c->dirty) return;
+  c->dirty = true;
+  dirty_.push_back(c);
+}
+
+void Shard::writable(Conn* c) { flush(c); }
+
+void Shard::flush(Conn* c) {
+  if (c->moving) return;  // the shard it goes to flushes it
+  after_output_change(c);
+  if (table_.find(c->id(), index_) != c) return;
+  while (!c->out.empty()) {
+    iovec iov[kIovMax];
+    const int cnt = c->out.gather(iov, kIovMax);
+    msghdr m{};
+    m.msg_iov = iov;
+    m.msg_iovlen = static_cast<std::size_t>(cnt);
+    ssize_t n = ::sendmsg(c->fd(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      std::size_t gathered = 0;
+      for (int i = 0; i < cnt; ++i) gathered += iov[i].iov_len;
+      c->out.consume(static_cast<std::size_t>(n), pool_);
+      c->write_stall_tick = c->out.empty() ? 0 : tick();
+      counters_.bytes_out.add(static_cast<std::uint64_t>(n));
+      counters_.output_bytes.sub(static_cast<std::uint64_t>(n));
+      if (c->state == ConnState::closing && c->deadline_ms != 0) {
+        // Progress: a slow but reading peer gets a fresh deadline.
+        c->deadline_ms = now_ms_ + core_.options().linger_timeout.count();
+      }
+      after_output_change(c);
+      if (table_.find(c->id(), index_) != c) return;
+      if (static_cast<std::size_t>(n) < gathered) break;  // socket buffer full
+      continue;
+    }
+    const int err = errno;
+    IoFailure f = classify_io_errno(err);
+    if (f == IoFailure::interrupted) continue;
+    if (f == IoFailure::again) {
+      if (c->write_stall_tick == 0) c->write_stall_tick = tick();
+      break;
+    }
+    if (f == IoFailure::other) {
+      warn(WarningCode::io_error, Severity::warning, c->id(), err,
+           errno_message(("send failed for " + c->pub.getip()).c_str(), err));
+    }
+    abort_conn(c, f == IoFailure::reset ? CloseReason::reset : CloseReason::io_error);
+    return;
+  }
+  if (c->out.empty() && c->state == ConnState::closing) {
+    finish_close(c);
+    return;
+  }
+  update_interest(c);
+}
+
+void Shard::update_interest(Conn* c) {
+  if (c->moving) return;  // out of our epoll set until its new shard registers it
+  std::uint32_t want = 0;
+  if (c->state == ConnState::lingering) {
+    want = EPOLLIN;
+  } else {
+    if (c->reading() && !c->hup) want |= EPOLLIN;
+    if (!c->out.empty()) want |= EPOLLOUT;
+  }
+  const bool should_register = !(c->hup && want == 0);
+  if (should_register == c->registered && want == c->armed) return;
+  epoll_event ev{};
+  ev.events = want;
+  ev.data.u64 = c->state == ConnState::lingering
+                    ? ConnectionId(index_, static_cast<std::uint32_t>(c->fd()), 0).value()
+                    : c->id().value();
+  int op = !should_register ? EPOLL_CTL_DEL : (c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD);
+  if (::epoll_ctl(epfd_, op, c->fd(), &ev) != 0) {
+    const int err = errno;
+    warn(WarningCode::io_error, Severity::error, c->id(), err, errno_message("epoll_ctl failed", err));
+  }
+  c->registered = should_register;
+  c->armed = should_register ? want : 0;
+}
+
+// ---------------------------------------------------------------- close
+
+void Shard::set_deadline(Conn* c, std::int64_t at_ms) {
+  c->deadline_ms = at_ms;
+  if (!c->timed) {
+    c->timed = true;
+    timed_.push_back(c->state == ConnState::lingering
+                         ? ConnectionId(index_, static_cast<std::uint32_t>(c->fd()), 0)
+                         : c->id());
+  }
+}
+
+void Shard::begin_close(Conn* c, CloseReason reason) {
+  if (c->state == ConnState::closing || c->state == ConnState::lingering) return;
+  c->state = ConnState::closing;
+  c->reason = reason;
+  // Inside on_message_recv the handler's `message` may point into the frame buffer: deliver()
+  // frees it once the handler returned.
+  if (c != delivering_) c->frame.clear();
+  if (!c->out.empty() || reason == CloseReason::shutdown) {
+    // (At stop, sends may still be appended while it flushes: it is timed either way.)
+    const auto& o = core_.options();
+    set_deadline(c, now_ms_ + (reason == CloseReason::shutdown ? o.shutdown_timeout.count()
+                                                               : o.linger_timeout.count()));
+  }
+  mark_dirty(c);  // flush() finishes the close once the output is out
+}
+
+void Shard::finish_close(Conn* c) {
+  // Everything owed was sent. If the peer may still be sending, closing now would answer
+  // its data with RST and could destroy our last bytes in flight: send FIN and drain first.
+  const bool linger = !c->peer_eof && c->reason != CloseReason::reset &&
+                      c->reason != CloseReason::io_error;
+  retire(c, c->reason);
+  if (!linger || c->hup || !c->registered) {
+    close_fd(c);
+    return;
+  }
+  ::shutdown(c->fd(), SHUT_WR);
+  c->state = ConnState::lingering;
+  c->timed = false;
+  c->hup = false;
+  c->registered = true;
+  c->armed = ~0u;  // force the MOD that re-tags the epoll data
+  update_interest(c);
+  const auto& o = core_.options();
+  std::int64_t until = now_ms_ + o.linger_timeout.count();
+  if (phase_ != Phase::serving && stop_deadline_ms_ < until) until = stop_deadline_ms_;
+  set_deadline(c, until);
+}
+
+void Shard::abort_conn(Conn* c, CloseReason reason) {
+  if (c->state == ConnState::lingering) {
+    close_fd(c);
+    return;
+  }
+  c->state = ConnState::closing;
+  c->reason = reason;
+  retire(c, reason);
+  close_fd(c);
+}
+
+void Shard::retire(Conn* c, CloseReason reason) {
+  // The identity ends here: ids become stale, the handler hears about it exactly once.
+  const ConnectionId id = c->id();
+  table_.retire(id.slot());
+  counters_.connections.sub();
+  if (c->user_paused || c->flow_paused) counters_.paused.sub();
+  counters_.closes[static_cast<std::size_t>(reason)].add();
+  if (reason == CloseReason::refused) counters_.refused.add();  // refused by the handler
+  counters_.output_bytes.sub(c->out.bytes());
+  c->out.clear(pool_);
+  if (c != delivering_) c->frame.clear();
+  if (outboxes_.empty()) {
+    try {
+      core_.handler().on_client_disconnect(c->pub, reason);
+    } catch (const std::exception& ex) {
+      warn(WarningCode::handler_exception, Severity::warning, id, 0,
+           std::string("on_client_disconnect threw: ") + ex.what());
+    } catch (...) {
+      warn(WarningCode::handler_exception, Severity::warning, id, 0,
+           "on_client_disconnect threw a non-std exception");
+    }
+    // Typed state and timers end with the handler's view of the connection.
+    c->pub.release_extras();
+  } else {
+    emit(c->worker, Event{id.value(), nullptr, 0, EventKind::disconnect,
+                          static_cast<std::uint8_t>(reason)});
+  }
+}
+
+void Shard::close_fd(Conn* c) {
+  const int fd = c->fd();
+  // Empty the slot before the fd number is given back: the table is server-wide, and another
+  // shard's accept may get this number the moment close() returns.
+  table_.clear(static_cast<std::uint32_t>(fd));
+  ::close(fd);  // also leaves the epoll set
+  core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
+  core_.listener(c->pub.listener_).connections.fetch_sub(1, std::memory_order_relaxed);
+  core_.load_of(index_).fetch_sub(1, std::memory_order_relaxed);
+  c->timed = false;
+  graveyard_.push_back(c);
+  core_.fd_released();
+  if (accept_paused_) resume_accepting();  // other shards notice through fd_release_epoch
+}
+
+void Shard::close_slow_consumer(Conn* c) {
+  // The peer is not reading: what is queued would never arrive in time. Drop it and close.
+  warn(WarningCode::slow_consumer, Severity::info, c->id(), 0,
+       "output of " + c->pub.getip() + " passed output_hard_cap: closing as slow consumer");
+  counters_.output_bytes.sub(c->out.bytes());
+  c->out.clear(pool_);
+  c->write_stall_tick = 0;
+  trim_pending_ = true;
+  begin_close(c, CloseReason::slow_consumer);
+}
+
+}  // namespace esockets::detail
