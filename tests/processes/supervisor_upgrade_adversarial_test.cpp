@@ -1056,7 +1056,8 @@ TEST(SupervisorUpgradeAdversarial, NewChildCrashingAfterACompleteTakeoverStillOf
   Supervised a({"2", "takeover-socket", ctl});
   const std::uint16_t port = port_of(a.wait_line("all_ready"));
   ASSERT_NE(port, 0) << a.log();
-  Supervised b(upgrade_args("2", port, ctl, {"crash-after-start", "0"}));
+  // (takeover-timeout bounds how long the fresh start waits for an old child to listen again)
+  Supervised b(upgrade_args("2", port, ctl, {"crash-after-start", "0", "takeover-timeout", "2000"}));
   ASSERT_FALSE(wait_for(b, "all_ready", 30s).empty()) << whole_log(b);
   EXPECT_EQ(ends_by_itself(a, 20s), 0) << "the old supervisor should end: both slots were handed over\n" << a.log();
   const std::string blog = whole_log(b);
@@ -1241,14 +1242,15 @@ TEST(SupervisorUpgradeAdversarial, RestartsLeakNoDescriptors) {
   const std::uint16_t port = port_of(a.wait_line("all_ready"));
   ASSERT_NE(port, 0) << a.log();
   // After an upgrade: the new supervisor, whose slot 0 failed once (its child crashed).
-  Supervised b(upgrade_args("2", port, ctl, {"crash-after-start", "0"}));
+  // (takeover-timeout bounds how long the fresh start waits for an old child to listen again)
+  Supervised b(upgrade_args("2", port, ctl, {"crash-after-start", "0", "takeover-timeout", "2000"}));
   ASSERT_FALSE(wait_for(b, "all_ready", 30s).empty()) << whole_log(b);
   EXPECT_EQ(ends_by_itself(a, 20s), 0) << a.log();
   std::this_thread::sleep_for(300ms);
   const int sup_before = fd_count_of(b.pid());
   const int child_before = fd_count_of(pid_of(whole_log(b), "ready", 0));
   ASSERT_GT(sup_before, 0);
-  for (int k = 0; k < 6; ++k) {
+  for (int k = 0; k < 3; ++k) {
     const int pid = pid_of(whole_log(b), "ready", 0);
     ASSERT_GT(pid, 0);
     ASSERT_EQ(::kill(pid, SIGKILL), 0);
@@ -1258,7 +1260,7 @@ TEST(SupervisorUpgradeAdversarial, RestartsLeakNoDescriptors) {
     }, 20s)) << whole_log(b);
   }
   std::this_thread::sleep_for(300ms);
-  EXPECT_EQ(fd_count_of(b.pid()), sup_before) << "the supervisor's descriptors grew over 6 restarts";
+  EXPECT_EQ(fd_count_of(b.pid()), sup_before) << "the supervisor's descriptors grew over 3 restarts";
   EXPECT_EQ(fd_count_of(pid_of(whole_log(b), "ready", 0)), child_before)
       << "a restarted child holds more descriptors than the first";
   EXPECT_EQ(b.terminate(), 0) << b.log();
