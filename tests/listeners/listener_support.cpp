@@ -23,21 +23,6 @@ namespace esockets::test {
 
 namespace {
 
-int remaining_ms(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  return left.count() < 0 ? 0 : static_cast<int>(left.count());
-}
-
-bool wait_fd(int fd, short events, Clock::time_point deadline) {
-  while (true) {
-    pollfd p{fd, events, 0};
-    const int r = ::poll(&p, 1, remaining_ms(deadline));
-    if (r > 0) return true;
-    if (r == 0) return false;
-    if (errno != EINTR) return false;
-  }
-}
-
 void put16(std::string& s, std::uint16_t v) {
   s.push_back(static_cast<char>(v >> 8));
   s.push_back(static_cast<char>(v & 0xff));
