@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
 #include <cstdio>
 #include <sstream>
 #include <string>
@@ -16,6 +19,28 @@
 #include "test_support.hpp"
 
 namespace esockets::test {
+
+// A private directory for takeover sockets (path() is "P", slot i's socket "P.i"), removed
+// with what is left in it.
+class SocketDir {
+ public:
+  SocketDir() {
+    char tmpl[] = "/tmp/esk-upgrade-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+  }
+  ~SocketDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  SocketDir(const SocketDir&) = delete;
+  SocketDir& operator=(const SocketDir&) = delete;
+  std::string path() const { return dir_ + "/ctl"; }
+  std::string slot(unsigned i) const { return path() + "." + std::to_string(i); }
+
+ private:
+  std::string dir_;
+};
 
 // The supervisor process (supervisor_helper: a program of its own, so that it forks from a
 // single-threaded process) and the lines it writes: "started|ready|exited P PID [STATUS]",

@@ -35,25 +35,6 @@
 namespace esockets::test {
 namespace {
 
-// A private directory for the takeover sockets, removed with what is left in it.
-class SocketDir {
- public:
-  SocketDir() {
-    char tmpl[] = "/tmp/esk-upadv-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    dir_ = tmpl;
-  }
-  ~SocketDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  std::string path() const { return dir_ + "/ctl"; }
-  std::string slot(unsigned i) const { return path() + "." + std::to_string(i); }
-
- private:
-  std::string dir_;
-};
-
 // Joins a thread (after setting its stop flag) however the test ends.
 struct Joiner {
   std::atomic<bool>& stop;

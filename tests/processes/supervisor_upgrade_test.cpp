@@ -23,24 +23,6 @@
 namespace esockets::test {
 namespace {
 
-// A private directory for the takeover sockets, removed with what is left in it.
-class SocketDir {
- public:
-  SocketDir() {
-    char tmpl[] = "/tmp/esk-upgrade-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    dir_ = tmpl;
-  }
-  ~SocketDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  std::string path() const { return dir_ + "/ctl"; }
-
- private:
-  std::string dir_;
-};
-
 // "count" on a client: the lines it sent before, or -1.
 long long count_of(Client& c) {
   std::string line;
