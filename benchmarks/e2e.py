@@ -83,15 +83,18 @@ def locate(build_dir):
     return bins
 
 
-def make_configs(bins, shards, worker_modes, baselines):
-    """Each config: name, group (thread count), kind (esockets/baseline), argv."""
+def make_configs(bins, shards, worker_modes, baselines, backends=("epoll",)):
+    """Each config: name, group (thread count), kind (esockets/baseline), argv. With more than
+    one backend, each esockets config runs on each (named ...-uring for io_uring)."""
     configs = []
     for n in shards:
         for w in worker_modes:
-            name = "esockets-s%d-%s" % (n, "inline" if w == 0 else "w%d" % w)
-            configs.append({"name": name, "threads": n, "kind": "esockets",
-                            "argv": [bins["esockets-echo"], "--port", "0", "--shards", str(n),
-                                     "--workers", str(w)]})
+            for be in backends:
+                name = "esockets-s%d-%s%s" % (n, "inline" if w == 0 else "w%d" % w,
+                                              "-uring" if be == "io_uring" else "")
+                configs.append({"name": name, "threads": n, "kind": "esockets", "backend": be,
+                                "argv": [bins["esockets-echo"], "--port", "0", "--shards", str(n),
+                                         "--workers", str(w), "--backend", be]})
         for b in baselines:
             exe = bins.get(b + "_echo")
             if exe is None:
@@ -559,6 +562,8 @@ def main():
     ap.add_argument("--shards", default="1,2,4", help="esockets shard counts = baseline thread counts (default 1,2,4)")
     ap.add_argument("--workers", default="0,2", help="esockets worker modes, 0 = inline (default 0,2)")
     ap.add_argument("--baselines", default="asio,uv,epoll", help="baselines to compare (default asio,uv,epoll)")
+    ap.add_argument("--backends", default="epoll",
+                    help="esockets backends to run, comma-separated: epoll, io_uring (default epoll)")
     ap.add_argument("--rate", type=float, default=None, help="rate workload: msgs/s to offer (default: 50%% of peak)")
     ap.add_argument("--flood-threads", type=int, default=None, help="esockets-flood --threads (default: its own)")
     ap.add_argument("--verify", action="store_true", help="pass --verify to the flood tool for echo workloads")
@@ -599,7 +604,11 @@ def main():
     if opts.smoke and bins.get("epoll_echo") is None:
         log("e2e: epoll_echo not found under %s" % build_dir)
         return 1
-    configs = make_configs(bins, shards, worker_modes, baselines)
+    backends = parse_list(opts.backends)
+    bad = [b for b in backends if b not in ("epoll", "io_uring")]
+    if bad or not backends:
+        ap.error("--backends takes epoll and/or io_uring, not %s" % ", ".join(bad or ["nothing"]))
+    configs = make_configs(bins, shards, worker_modes, baselines, backends)
 
     logdir = opts.logdir or tempfile.mkdtemp(prefix="esockets-e2e-")
     os.makedirs(logdir, exist_ok=True)

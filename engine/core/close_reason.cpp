@@ -77,6 +77,15 @@ const char* to_string(ProxyProtocol p) noexcept {
   return "unknown";
 }
 
+const char* to_string(Backend b) noexcept {
+  switch (b) {
+    case Backend::epoll: return "epoll";
+    case Backend::io_uring: return "io_uring";
+    case Backend::automatic: return "automatic";
+  }
+  return "unknown";
+}
+
 std::string PeerAddress::to_string() const {
   char buf[INET6_ADDRSTRLEN] = {};
   if (family == AF_INET) {

@@ -43,6 +43,7 @@ bool Server::wait_writable(ConnectionId id, std::chrono::milliseconds timeout) {
 bool Server::connected(ConnectionId id) const { return core_->connected(id); }
 void Server::set_shards(unsigned n) { core_->set_shards(n); }
 unsigned Server::shards() const { return core_->shards(); }
+Backend Server::backend() const { return core_->backend(); }
 void Server::rebalance() { core_->rebalance(); }
 std::size_t Server::client_count() const { return core_->client_count(); }
 void Server::for_each_client(const std::function<void(ConnectionId)>& fn) const {

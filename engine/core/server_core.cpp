@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <system_error>
 #include <fcntl.h>
@@ -17,6 +18,7 @@
 #include "shard/shard.hpp"
 #include "ops/supervisor_stats.hpp"
 #include "io/socket_ops.hpp"
+#include "io/uring.hpp"
 #include "core/threads.hpp"
 #include <linux/filter.h>
 #include <sys/socket.h>
@@ -37,6 +39,29 @@ namespace {
 constexpr std::size_t kFdReserve = 64;
 
 }  // namespace
+
+// automatic: ESOCKETS_BACKEND (epoll or io_uring) when set, like libuv's UV_USE_IO_URING, so
+// a deployment or a test run can switch every server of a process; epoll otherwise.
+Backend resolve_backend(Backend wanted) {
+  std::string_view from = "ServerOptions.backend";
+  if (wanted == Backend::automatic) {
+    const char* env = std::getenv("ESOCKETS_BACKEND");
+    const std::string_view e = env != nullptr ? env : "";
+    if (e.empty() || e == "automatic" || e == "epoll") return Backend::epoll;
+    if (e != "io_uring") {
+      throw std::invalid_argument("esockets: ESOCKETS_BACKEND must be epoll, io_uring or "
+                                  "automatic (got '" + std::string(e) + "')");
+    }
+    wanted = Backend::io_uring;
+    from = "ESOCKETS_BACKEND";
+  }
+  if (wanted == Backend::io_uring && !Ring::unsupported_reason().empty()) {
+    throw std::invalid_argument("esockets: " + std::string(from) +
+                                " asks for io_uring, which this kernel cannot run: " +
+                                Ring::unsupported_reason() + "; use epoll");
+  }
+  return wanted;
+}
 
 void validate_options_or_throw(const ServerOptions& o) {
   if (o.shards < 1 || o.shards > ServerCore::kMaxShards) {
@@ -119,6 +144,7 @@ ServerCore::ServerCore(Server& server, Handler& handler, ServerOptions options)
       framer_(FramerConfig{opts_.framing, opts_.line_delimiter, opts_.length_prefix_bytes,
                            opts_.max_frame, opts_.decoder.get()}) {
   validate_options_or_throw(opts_);
+  backend_ = resolve_backend(opts_.backend);
   listeners_ = resolve_listeners(opts_);
   if (!opts_.admin.empty()) {
     ListenAddress a;
@@ -642,6 +668,7 @@ void ServerCore::for_each_client(const std::function<void(ConnectionId)>& fn) co
 
 Stats ServerCore::stats() const {
   Stats st;
+  st.backend = backend_;
   const unsigned bound = shard_bound();
   for (unsigned i = 0; i < bound; ++i) {
     const Shard* s = shard_ptr(i);

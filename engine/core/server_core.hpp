@@ -72,6 +72,8 @@ class ServerCore {
   int cpu_for_shard(unsigned index) const;
   int cpu_for_worker(unsigned index) const;
   const ServerOptions& options() const { return opts_; }
+  /// The shards' kernel interface (ServerOptions::backend resolved at construction).
+  Backend backend() const { return backend_; }
   AcceptedSocketOptions accepted_options() const {
     return {opts_.tcp_nodelay, opts_.socket_send_buffer, opts_.socket_receive_buffer};
   }
@@ -182,6 +184,7 @@ class ServerCore {
   Server& server_;
   Handler& handler_;
   ServerOptions opts_;
+  Backend backend_ = Backend::epoll;
   Framer framer_;
   std::unique_ptr<ConnectionTable> table_;
   RouteEpoch route_;

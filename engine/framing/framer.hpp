@@ -116,6 +116,14 @@ class Framer {
   static void restore(FrameState& st, std::string_view input) {
     hold(st, input.data(), input.size());
   }
+  // Holds bytes that arrived while the connection was not reading (a completion-based read
+  // cannot leave them in the kernel): after what is held or partly framed, to be framed from
+  // that frame boundary by the next resume (a decoder's progress starts over).
+  static void stash(FrameState& st, const char* p, std::size_t n) {
+    if (n == 0 || st.error_ != FrameError::none) return;
+    if (!st.held_) st.progress_ = 0;
+    append_held(st, p, n);
+  }
 
  private:
   enum class Outcome : std::uint8_t { partial, stopped, too_long, malformed };

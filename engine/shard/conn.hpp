@@ -42,6 +42,12 @@ struct Conn {
   bool moving : 1 = false;       // being handed to another shard: out of our epoll set
   bool resume_pending : 1 = false;  // on the shard's list of held frames to deliver
   bool frozen : 1 = false;          // a takeover is handing it to another process: not read
+  // io_uring backend (shard_uring.cpp): what the shard's ring holds for this connection.
+  bool recv_armed : 1 = false;   // a multishot receive is armed (until its last completion)
+  bool recv_cancel : 1 = false;  // ... and a cancel of it was queued
+  bool write_armed : 1 = false;  // a poll is armed: POLLOUT, or only errors while not reading
+  bool poll_out : 1 = false;     // ... and it asks for POLLOUT
+  bool eof_seen : 1 = false;     // the receive reported EOF while not reading: on_eof() later
 
   ConnectionId id() const { return pub.id_; }
   int fd() const { return pub.fd_; }

@@ -37,13 +37,17 @@ Shard::Shard(ServerCore& core, std::uint32_t index, const std::vector<int>& list
       framer_(core.framer().config()),
       inbox_(std::make_unique<CommandInbox>(core.options().command_queue_capacity)),
       timers_(core) {
-  epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
-  if (epfd_ < 0) throw std::system_error(errno, std::generic_category(), "esockets: epoll_create1");
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = kWakeTag;
-  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_.fd(), &ev) != 0) {
-    throw std::system_error(errno, std::generic_category(), "esockets: epoll_ctl(eventfd)");
+  if (core.backend() == Backend::io_uring) {
+    ring_setup();
+  } else {
+    epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epfd_ < 0) throw std::system_error(errno, std::generic_category(), "esockets: epoll_create1");
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kWakeTag;
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_.fd(), &ev) != 0) {
+      throw std::system_error(errno, std::generic_category(), "esockets: epoll_ctl(eventfd)");
+    }
   }
   for (std::size_t i = 0; i < listen_fds.size(); ++i) {
     const int shared = core.listener(i).shared_fd;
@@ -169,6 +173,7 @@ void Shard::run() {
   cpu_.store(name_and_pin_thread("esk-shard-" + std::to_string(index_), core_.cpu_for_shard(index_)),
              std::memory_order_relaxed);
   epoll_event events[kMaxEvents];
+  if (ring_) ring_->enable();  // this thread is the ring's only submitter from now on
   now_ms_ = monotonic_ms();
   epoch_ms_ = core_.epoch_ms();
   last_sweep_ms_ = now_ms_;
@@ -199,25 +204,24 @@ void Shard::run() {
       if (inbound_pending()) timeout = 0;
     }
     const std::int64_t before = monotonic_ns();
-    int n = ::epoll_wait(epfd_, events, kMaxEvents, timeout);
+    int n = wait_events(events, timeout);
     const std::int64_t after = monotonic_ns();
     idle_ns_ += after - before;
     wake_.woke();
     now_ms_ = after / 1000000;
-    if (n < 0 && errno != EINTR) {
-      const int err = errno;
-      warn(WarningCode::engine_error, Severity::error, {}, err,
-           errno_message("epoll_wait failed", err));
-    }
-    if (n > 0) events_in_window_ += static_cast<std::uint64_t>(n);
-    for (int i = 0; i < n; ++i) {
-      try {
-        dispatch(events[i]);
-      } catch (const std::exception& ex) {
-        // One connection's failure (e.g. out of memory while framing) must not end the shard.
-        on_event_failure(events[i], ex.what());
+    if (ring_) {
+      n = ring_reap();  // completions are dispatched as they are reaped
+    } else {
+      for (int i = 0; i < n; ++i) {
+        try {
+          dispatch(events[i]);
+        } catch (const std::exception& ex) {
+          // One connection's failure (e.g. out of memory while framing) must not end the shard.
+          on_event_failure(events[i], ex.what());
+        }
       }
     }
+    if (n > 0) events_in_window_ += static_cast<std::uint64_t>(n);
     drain_commands();
     run_posted();
     process_resumes();
@@ -243,13 +247,36 @@ void Shard::run() {
                                   counters_.connections.get() == 0 && timed_.empty())) {
       bool pending = !remote_.empty() || !unsent_.empty() || !posted_.empty();
       for (auto& ob : outboxes_) pending = pending || !ob.empty();
+      // io_uring: an armed accept still holds a listener we closed; its last completions
+      // (sockets the kernel accepted meanwhile) are handled before we leave.
+      pending = pending || !ring_listeners_settled();
       if (!pending) {
+        if (ring_) ring_->enter(false, 0);  // the cancels of closed sockets' operations
         seal_and_drain();
         break;
       }
     }
   }
   exited_.store(true, std::memory_order_release);
+}
+
+int Shard::wait_events(epoll_event* events, int timeout) {
+  if (ring_) {
+    // One enter: every operation queued this pass is submitted, then we sleep for completions.
+    ring_arm_wakeup();
+    const int r = ring_->enter(timeout != 0, timeout);
+    if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) {
+      warn(WarningCode::engine_error, Severity::error, {}, -r,
+           errno_message("io_uring_enter failed", -r));
+    }
+    return 0;
+  }
+  const int n = ::epoll_wait(epfd_, events, kMaxEvents, timeout);
+  if (n < 0 && errno != EINTR) {
+    const int err = errno;
+    warn(WarningCode::engine_error, Severity::error, {}, err, errno_message("epoll_wait failed", err));
+  }
+  return n;
 }
 
 void Shard::update_load() {
@@ -493,6 +520,11 @@ void Shard::process_resumes() {
         framing_failed(c);
         continue;
       }
+    }
+    if (c->eof_seen && c->reading() && !c->frame.has_pending_frames()) {
+      c->eof_seen = false;  // io_uring: the peer's FIN came in behind the frames just delivered
+      on_eof(c);
+      continue;
     }
     mark_dirty(c);
   }

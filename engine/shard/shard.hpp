@@ -38,6 +38,7 @@
 #include "shard/shard_stats.hpp"
 #include "takeover/takeover.hpp"
 #include "core/timers.hpp"
+#include "io/uring.hpp"
 #include "mailbox/wakeup.hpp"
 
 namespace esockets::detail {
@@ -59,6 +60,7 @@ struct PendingProxy {
   PeerAddress peer;  // the proxy's address
   std::uint16_t listener = 0;
   std::int64_t deadline_ms = 0;
+  std::uint32_t seq = 0;  // io_uring: tells its poll from one of an earlier socket on this fd
 };
 // Move up to `count` connections to `targets` (spread evenly); retire = all, then exit.
 struct MoveRequest {
@@ -149,13 +151,16 @@ class Shard {
   struct ShardListener {
     int fd = -1;
     bool shared = false;    // a Unix listener's socket: not ours to close
-    bool in_epoll = false;
+    bool in_epoll = false;  // watched for connections (epoll set, or io_uring accept wanted)
+    std::uint8_t accepts_armed = 0;  // io_uring: accepts in flight on this listener
+    bool accept_cancel = false;      // ... and a cancel of them was queued
   };
   static constexpr std::size_t kCommandBatch = 512;  // commands popped from a queue at a time
   enum class Phase : std::uint8_t { serving, draining, closing, done };
   enum class Move : std::uint8_t { idle, grace, quiescing, finishing };
 
   void run();
+  int wait_events(epoll_event* events, int timeout);
   void dispatch(const epoll_event& ev);
   bool inbound_pending() const;
   int next_timeout_ms() const;
@@ -163,6 +168,7 @@ class Shard {
   // shard_io.cpp: the connection state machine.
   void accept_ready(std::size_t li);
   bool admit(int fd, std::size_t li);
+  void accepted(int fd, std::size_t li, const PeerAddress& peer);
   void place_accepted(int fd, const PeerAddress& peer, std::uint16_t li);
   void start_connection(int fd, const PeerAddress& peer, std::uint16_t li, std::int64_t deadline);
   void setup_accepted(int fd, const PeerAddress& peer, std::uint16_t li,
@@ -175,6 +181,7 @@ class Shard {
   void begin_pending(int fd, const PeerAddress& peer, std::uint16_t li, std::int64_t deadline);
   void pending_ready(int fd, std::uint32_t events);
   void fail_pending(int fd, CloseReason reason, const char* why);
+  void unwatch_pending(int fd);  // before it leaves pending_ (io_uring needs its seq)
   void sweep_pending();
   void hand_over_pending();
   void close_all_pending();
@@ -212,6 +219,39 @@ class Shard {
   void resume_reading(Conn* c);
   void set_user_pause(Conn* c, bool pause);
   bool hold_if_incoming(const Command& cmd);
+
+  // shard_uring.cpp: the io_uring backend's I/O layer (the state machine above is shared).
+  enum class RingOp : std::uint8_t { recv = 1, write, accept, wake, pending, ignore };
+  static constexpr std::uint64_t ring_tag(RingOp op, std::uint32_t key, std::uint32_t low) {
+    return (std::uint64_t{static_cast<std::uint8_t>(op)} << 60) |
+           (std::uint64_t{key & 0xffffffu} << 32) | low;
+  }
+  static std::uint64_t recv_tag(const Conn* c) {
+    return ring_tag(RingOp::recv, c->id().slot(), c->id().generation());
+  }
+  static std::uint64_t write_tag(const Conn* c) {
+    return ring_tag(RingOp::write, c->id().slot(), c->id().generation());
+  }
+  void ring_setup();
+  void ring_arm_wakeup();  // before every wait
+  int ring_reap();
+  void ring_completion(const io_uring_cqe& cqe);
+  Conn* ring_conn(std::uint64_t user_data) const;
+  void ring_received(Conn* c, const char* p, std::size_t n);
+  void ring_recv_done(Conn* c, int res);
+  void ring_accept_done(std::size_t li, int res);
+  void ring_hangup(Conn* c, std::uint32_t ev);
+  void ring_accepted(std::size_t li, int fd);
+  void ring_interest(Conn* c);
+  void ring_detach(Conn* c);
+  void ring_listen(std::size_t li, bool on);
+  void ring_pending(int fd, bool on);
+  bool ring_settled(const std::vector<Conn*>& conns) const;
+  bool ring_listeners_settled() const;
+  /// Attaches a new or adopted connection to this shard's I/O (epoll set or ring).
+  bool io_attach(Conn* c);
+  /// Takes a connection out of this shard's I/O before it leaves (move, takeover).
+  void io_detach(Conn* c);
 
   // shard.cpp: cross-thread traffic and lifecycle.
   void apply(const Command& cmd);
@@ -264,7 +304,10 @@ class Shard {
   ServerCore& core_;
   const std::uint32_t index_;
   std::vector<ShardListener> listeners_;
-  int epfd_ = -1;
+  int epfd_ = -1;                // epoll backend
+  std::unique_ptr<Ring> ring_;   // io_uring backend
+  bool ring_wake_armed_ = false;  // the wakeup eventfd's poll is armed
+  std::uint32_t pending_seq_ = 0;
   Wakeup wake_{true};
   ConnectionTable& table_;
   Framer framer_;  // this shard's copy (framing config is immutable)

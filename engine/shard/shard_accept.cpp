@@ -25,6 +25,10 @@ constexpr std::int64_t kAcceptRetryMs = 100;  // fallback re-arm after EMFILE
 bool Shard::listen_epoll(std::size_t li, bool on) {
   ShardListener& l = listeners_[li];
   if (l.fd < 0 || l.in_epoll == on) return true;
+  if (ring_) {
+    ring_listen(li, on);
+    return true;
+  }
   if (!on) {
     ::epoll_ctl(epfd_, EPOLL_CTL_DEL, l.fd, nullptr);
     l.in_epoll = false;
@@ -71,19 +75,23 @@ void Shard::accept_ready(std::size_t li) {
     counters_.accepts.add();
     ls.accepts.fetch_add(1, std::memory_order_relaxed);
     if (!admit(fd, li)) continue;
-    const PeerAddress peer = to_peer_address(ss);
-    if (ls.proxy() && !ls.trusts(peer)) {
-      // Not a proxy we trust: its header would lie about the client. Nothing is read.
-      ls.proxy_errors.fetch_add(1, std::memory_order_relaxed);
-      counters_.closes[static_cast<std::size_t>(CloseReason::proxy_error)].add();
-      warn(WarningCode::proxy_error, Severity::warning, {}, 0,
-           "PROXY listener " + ls.bound + ": closing a connection from " + peer.to_string() +
-               ", which is not in trusted_proxies");
-      drop_accepted(fd, static_cast<std::uint16_t>(li));
-      continue;
-    }
-    place_accepted(fd, peer, static_cast<std::uint16_t>(li));
+    accepted(fd, li, to_peer_address(ss));
   }
+}
+
+void Shard::accepted(int fd, std::size_t li, const PeerAddress& peer) {
+  ListenerState& ls = core_.listener(li);
+  if (ls.proxy() && !ls.trusts(peer)) {
+    // Not a proxy we trust: its header would lie about the client. Nothing is read.
+    ls.proxy_errors.fetch_add(1, std::memory_order_relaxed);
+    counters_.closes[static_cast<std::size_t>(CloseReason::proxy_error)].add();
+    warn(WarningCode::proxy_error, Severity::warning, {}, 0,
+         "PROXY listener " + ls.bound + ": closing a connection from " + peer.to_string() +
+             ", which is not in trusted_proxies");
+    drop_accepted(fd, static_cast<std::uint16_t>(li));
+    return;
+  }
+  place_accepted(fd, peer, static_cast<std::uint16_t>(li));
 }
 
 bool Shard::admit(int fd, std::size_t li) {
@@ -208,11 +216,7 @@ void Shard::setup_accepted(int fd, const PeerAddress& peer, std::uint16_t li,
   c->pub.listener_ = li;
   c->pub.id_ = table_.open(index_, static_cast<std::uint32_t>(fd), c);
   c->last_read_tick = tick();
-  c->armed = EPOLLIN;
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = c->id().value();
-  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+  if (!io_attach(c)) {
     const int err = errno;
     warn(WarningCode::io_error, Severity::error, {}, err,
          errno_message("epoll_ctl(ADD) failed for an accepted socket", err));

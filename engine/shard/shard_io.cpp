@@ -179,7 +179,7 @@ void Shard::resume_reading(Conn* c) {
   const std::uint32_t now = tick();
   c->last_read_tick = now;
   if (c->frame_start_tick != 0) c->frame_start_tick = now;
-  if (c->frame.has_pending_frames() && !c->resume_pending) {
+  if ((c->frame.has_pending_frames() || c->eof_seen) && !c->resume_pending) {
     // Delivered from the loop (process_resumes), never nested in the caller's callback.
     c->resume_pending = true;
     resumes_.push_back(c->id());
@@ -312,6 +312,11 @@ void Shard::flush(Conn* c) {
 
 void Shard::update_interest(Conn* c) {
   if (c->moving) return;  // out of our epoll set until its new shard registers it
+  if (ring_) {
+    c->registered = true;  // attached to our ring (a new or adopted connection: from now on)
+    ring_interest(c);
+    return;
+  }
   std::uint32_t want = 0;
   if (c->state == ConnState::lingering) {
     want = EPOLLIN;
@@ -431,6 +436,9 @@ void Shard::close_fd(Conn* c) {
   // Empty the slot before the fd number is given back: the table is server-wide, and another
   // shard's accept may get this number the moment close() returns.
   table_.clear(static_cast<std::uint32_t>(fd));
+  // The ring's operations hold the socket until they end: cancel them (by tag, so a later
+  // socket on this fd number is not touched); they complete into nothing.
+  if (ring_) ring_detach(c);
   ::close(fd);  // also leaves the epoll set
   core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
   core_.listener(c->pub.listener_).connections.fetch_sub(1, std::memory_order_relaxed);

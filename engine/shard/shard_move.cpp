@@ -100,6 +100,11 @@ void Shard::advance_move() {
         move_drained_ = true;
       }
       if (!batches_.empty()) {
+        // io_uring: their receives are cancelled; bytes still completing are held in their
+        // FrameState, so each leaves only after its last completion here.
+        for (const AdoptBatch* b : batches_) {
+          if (b != nullptr && !ring_settled(b->conns)) return;
+        }
         // What the moving connections' handlers sent to other shards leaves before they do:
         // on their new shard their next sends must not overtake those (per-sender order).
         if (!remote_.flushed_through(move_remote_mark_)) {
@@ -139,9 +144,7 @@ bool Shard::start_batch() {
     const std::size_t t = move_rr_++ % targets.size();
     if (batches_[t] == nullptr) batches_[t] = new AdoptBatch{index_, targets[t], {}, {}};
     c->moving = true;
-    if (c->registered) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd(), nullptr);
-    c->registered = false;
-    c->armed = 0;
+    io_detach(c);
     table_.set_owner(id.slot(), targets[t]);
     batches_[t]->conns.push_back(c);
     ++taken;
@@ -227,7 +230,7 @@ void Shard::adopt_batch(AdoptBatch* batch) {
       incoming_.erase(it);
       for (const Command& cmd : held) apply(cmd);
     }
-    if (c->reading() && c->frame.has_pending_frames()) resume_reading(c);
+    if (c->reading() && (c->frame.has_pending_frames() || c->eof_seen)) resume_reading(c);
     core_.in_transit().fetch_sub(1, std::memory_order_acq_rel);
   }
   delete batch;

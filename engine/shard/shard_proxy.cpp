@@ -20,6 +20,12 @@ namespace esockets::detail {
 
 void Shard::begin_pending(int fd, const PeerAddress& peer, std::uint16_t li,
                           std::int64_t deadline) {
+  if (ring_) {
+    pending_[fd] = PendingProxy{peer, li, deadline, ++pending_seq_};
+    ring_pending(fd, true);
+    pending_ready(fd, EPOLLIN);  // the header may be here already
+    return;
+  }
   epoll_event ev{};
   // Edge-triggered: a header that is still incomplete stays in the socket (peeked, not read)
   // and must not wake us again until more arrives.
@@ -80,18 +86,26 @@ void Shard::pending_ready(int fd, std::uint32_t events) {
     return;
   }
   const PendingProxy p = it->second;
-  pending_.erase(it);
-  ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+  unwatch_pending(fd);
+  pending_.erase(fd);
   const PeerAddress peer = info.local || info.source.family == 0 ? p.peer : info.source;
   setup_accepted(fd, peer, p.listener, std::make_unique<ProxyInfo>(std::move(info)));
+}
+
+void Shard::unwatch_pending(int fd) {
+  if (ring_) {
+    ring_pending(fd, false);
+  } else {
+    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+  }
 }
 
 void Shard::fail_pending(int fd, CloseReason reason, const char* why) {
   auto it = pending_.find(fd);
   if (it == pending_.end()) return;
   const PendingProxy p = it->second;
-  pending_.erase(it);
-  ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+  unwatch_pending(fd);
+  pending_.erase(fd);
   ListenerState& ls = core_.listener(p.listener);
   counters_.closes[static_cast<std::size_t>(reason)].add();
   if (reason == CloseReason::proxy_timeout) {
@@ -134,7 +148,7 @@ void Shard::hand_over_pending() {
       continue;
     }
     const std::uint32_t target = targets[rr++ % targets.size()];
-    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+    unwatch_pending(fd);
     auto* f = new FreshFd{fd, p.peer, p.listener, p.deadline_ms};
     core_.load_of(target).fetch_add(1, std::memory_order_relaxed);
     if (core_.post_to_shard(target, Command{0, f, 0, CommandKind::adopt_fd, 0,

@@ -151,6 +151,7 @@ void Shard::release() {
   // they are reused, empty, by the next shard created with this index.
   inbox_.reset();
   for (auto& q : from_workers_) q.reset();
+  ring_.reset();  // its submitter thread is gone; closing it ends whatever it still held
   rbuf_.reset();
   rbuf_size_ = 0;
   pool_.trim();
@@ -182,6 +183,7 @@ void Shard::revive(const std::vector<int>& listen_fds) {
   rbuf_size_ = o.read_chunk;
   rbuf_.reset(new char[rbuf_size_]);
   cmd_batch_.resize(kCommandBatch);
+  if (core_.backend() == Backend::io_uring) ring_setup();  // enabled by the new thread
   listeners_.clear();
   for (std::size_t i = 0; i < listen_fds.size(); ++i) {
     const int shared = core_.listener(i).shared_fd;

@@ -109,9 +109,7 @@ void Shard::advance_takeover() {
         Conn* c = table_.find(id, index_);
         if (c == nullptr || c->moving || c->state != ConnState::open) return;
         c->moving = true;
-        if (c->registered) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd(), nullptr);
-        c->registered = false;
-        c->armed = 0;
+        io_detach(c);
         table_.set_owner(id.slot(), ConnectionTable::kNoShard);  // sends now return closed
         export_.push_back(c);
       });
@@ -169,6 +167,7 @@ void Shard::advance_takeover() {
     }
     case Takeover::saving:
       if (export_waiting_ > 0) return;
+      if (!ring_settled(export_)) return;  // io_uring: the last bytes read go with the record
       if (!remote_.flushed_through(takeover_remote_mark_)) {
         flush_remote();
         if (!remote_.flushed_through(takeover_remote_mark_)) return;
@@ -217,8 +216,8 @@ void Shard::finish_export() {
   for (const auto& [fd, p] : pending_) pending.push_back(fd);
   for (int fd : pending) {
     const PendingProxy p = pending_.at(fd);
+    unwatch_pending(fd);
     pending_.erase(fd);
-    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
     ConnRecord r;
     r.listener = p.listener;
     r.peer = p.peer;

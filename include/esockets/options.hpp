@@ -52,6 +52,9 @@ struct ServerOptions {
   unsigned workers = 0;            ///< 0 = handlers run inline on shard threads
   int backlog = 4096;              ///< listen() backlog of each shard's listener
   std::size_t read_chunk = 64 * 1024;  ///< size of the per-shard read buffer (one read call)
+  /// The kernel interface of the shards. io_uring on a kernel without what it needs makes the
+  /// constructor throw std::invalid_argument saying why; Server::backend() tells which one runs.
+  Backend backend = Backend::automatic;
 
   Framing framing = Framing::raw;       ///< how input is cut into messages
   char line_delimiter = '\n';           ///< Framing::line only

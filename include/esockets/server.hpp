@@ -151,6 +151,8 @@ class Server {
   void set_shards(unsigned n);
   /// The number of live shards (options().shards before start()).
   unsigned shards() const;
+  /// The kernel interface the shards use: ServerOptions::backend with automatic resolved.
+  Backend backend() const;
   /// Moves live connections from shards above the mean connection count to those below it,
   /// by the same hand-over as set_shards; returns when done. Not from a handler.
   void rebalance();

@@ -97,6 +97,7 @@ struct Stats {
   /// them (hand-off latency). A sample: one event in 8 is timed.
   DurationHistogram handoff_wait;
   std::uint64_t resizes = 0;       ///< set_shards() calls that changed the shard count
+  Backend backend = Backend::epoll;  ///< the shards' kernel interface (never automatic)
   std::vector<int> worker_cpus;    ///< per worker: the CPU it is pinned to, or -1
   bool draining = false;           ///< Server::drain() or stop() began (health reports 503)
   /// Takeover (ServerOptions::takeover_socket / take_over): connections handed to a new

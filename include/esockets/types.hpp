@@ -104,6 +104,16 @@ struct MulticastResult {
                                   ///< (known at once only on the recipient's own shard thread)
 };
 
+/// How each shard talks to the kernel (ServerOptions::backend; README "Backends").
+enum class Backend : std::uint8_t {
+  epoll,     ///< readiness: epoll_wait, then one recv or sendmsg call per socket
+  io_uring,  ///< completions: one ring per shard, multishot receive into a provided-buffer
+             ///< ring the shard's connections share; needs Linux 6.1 or later
+  automatic, ///< epoll unless ESOCKETS_BACKEND=io_uring (or epoll) is set in the environment
+};
+/// "epoll", "io_uring" or "automatic".
+const char* to_string(Backend b) noexcept;
+
 }  // namespace esockets
 
 // Hashes a ConnectionId by value(), so that ids can key unordered containers. (Hidden from

@@ -71,6 +71,17 @@ void ServerCli::add_server_flags(ServerOptions& o, const ServerFlags& which) {
   option("--workers", [this, &o](const char* f, const std::string& v) {
     o.workers = number<unsigned>(f, v, 0, 255);
   });
+  option("--backend", [this, &o](const char* f, const std::string& v) {
+    if (v == "epoll") {
+      o.backend = Backend::epoll;
+    } else if (v == "io_uring" || v == "io-uring") {
+      o.backend = Backend::io_uring;
+    } else if (v == "automatic" || v == "auto") {
+      o.backend = Backend::automatic;
+    } else {
+      usage_error(std::string(f) + " must be epoll, io_uring or automatic, not '" + v + "'");
+    }
+  });
   if (which.max_connections) {
     option("--max-connections", [this, &o](const char* f, const std::string& v) {
       o.max_connections = number<std::size_t>(f, v, 1, std::size_t{1} << 24);
@@ -159,7 +170,7 @@ void ServerCli::print_listening(const Server& server, const std::string& detail)
     where += l.address;
     if (l.proxy_protocol != ProxyProtocol::off) where += " (PROXY)";
   }
-  std::string more = detail;
+  std::string more = detail + " backend=" + to_string(server.backend());
   const std::string admin = server.admin_address();
   if (!admin.empty()) more += " admin=" + admin;
   if (opts_ != nullptr && !opts_->take_over.empty()) {

@@ -48,7 +48,7 @@ class ServerCli {
   ServerCli(const ServerCli&) = delete;
   ServerCli& operator=(const ServerCli&) = delete;
 
-  /// --host H, --port P (0..65535), --shards N, --workers N (0..255), and as `which` says
+  /// --host H, --port P (0..65535), --shards N, --workers N (0..255), --backend, and as `which` says
   /// --max-connections N and --max-frame BYTES, all bound to `o`; -q/--quiet sets quiet().
   /// Also the production flags: --listen ADDR (repeatable: 127.0.0.1:9000, [::1]:9000,
   /// unix:/path, unix:@name; replaces --host/--port), --proxy-protocol (every listener reads

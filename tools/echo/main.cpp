@@ -43,6 +43,8 @@ constexpr const char* kUsage =
     "  --cpus LIST|auto      pin shards then workers to these CPUs, round-robin (0,1 or auto)\n"
     "  --shards N            reactor threads (default 1)\n"
     "  --workers N           handler threads, 0 = inline on the shards (default 0)\n"
+    "  --backend B           epoll | io_uring | automatic (default automatic: epoll,\n"
+    "                        or $ESOCKETS_BACKEND)\n"
     "  --framing F           raw | line | length-prefixed (default raw)\n"
     "  --balance B           hash | least-loaded: where new connections go (default hash)\n"
     "  --prefix-bytes N      length-prefixed header size: 1, 2 or 4 (default 4)\n"

@@ -19,6 +19,8 @@ constexpr const char* kUsage =
     "  --port P                port (default 8080; 0 = ephemeral, the bound port is printed)\n"
     "  --shards N              reactor threads (default 1)\n"
     "  --workers N             handler threads, 0 = inline on the shards (default 0)\n"
+    "  --backend B             epoll | io_uring | automatic (default automatic: epoll,\n"
+    "                          or $ESOCKETS_BACKEND)\n"
     "  --max-connections N     connections served at once (default: fd limit - 64)\n"
     "  --max-header-bytes N    request line + headers, larger heads get 431/414 (default 8192)\n"
     "  --max-headers N         header fields per request, more get 431 (default 100)\n"

@@ -25,6 +25,8 @@ constexpr const char* kUsage =
     "  --port P              port (default 6379; 0 = ephemeral, the bound port is printed)\n"
     "  --shards N            reactor threads (default 1)\n"
     "  --workers N           handler threads, 0 = inline on the shards (default 0)\n"
+    "  --backend B           epoll | io_uring | automatic (default automatic: epoll,\n"
+    "                        or $ESOCKETS_BACKEND)\n"
     "  --max-connections N   connections served at once (default: fd limit - 64)\n"
     "  --max-frame BYTES     largest request and bulk string (default 67108864 = 64 MB;\n"
     "                        redis's proto-max-bulk-len is 512 MB)\n"

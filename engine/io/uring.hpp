@@ -1,0 +1,107 @@
+// Ring: one io_uring instance over the raw kernel interface (no liburing), as a shard uses it:
+// one submitting thread (SINGLE_ISSUER, DEFER_TASKRUN: completions are produced only when that
+// thread enters the kernel to wait), a large completion queue, and one provided-buffer ring
+// that multishot receives draw from, shared by every connection of the shard.
+// Thread: construction and register calls on any thread while the ring is disabled; after
+// enable(), every call on the enabling thread only.
+#pragma once
+
+#include <linux/io_uring.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace esockets::detail {
+
+class Ring {
+ public:
+  /// Empty if this kernel runs everything the io_uring backend uses (a single-issuer ring with
+  /// deferred task running, provided-buffer rings, multishot receive); otherwise
+  /// why not, for the error message and the automatic choice. Probed once per process.
+  static const std::string& unsupported_reason();
+
+  /// A disabled ring (enable() on the thread that will use it). Throws std::system_error.
+  Ring(unsigned sq_entries, unsigned cq_entries);
+  ~Ring();
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+
+  /// Provided buffers: `count` (a power of two) buffers of `size` bytes in group `group`.
+  void add_buffers(std::uint16_t group, unsigned count, unsigned size);
+  /// The calling thread becomes the ring's only submitter.
+  void enable();
+
+  /// A zeroed SQE to fill; when the queue is full, what is queued is submitted first.
+  io_uring_sqe* sqe();
+  /// Submits what is queued and, if wait, waits until a completion arrives or timeout_ms
+  /// passes (-1: no limit). Runs the deferred completions either way. Returns 0 or -errno
+  /// (-ETIME and -EINTR are normal).
+  int enter(bool wait, int timeout_ms);
+  /// Submits what is queued without waiting or reaping.
+  void submit();
+  /// Calls fn(const io_uring_cqe&) for each completion ready; returns how many.
+  template <class Fn>
+  unsigned reap(Fn&& fn);
+
+  /// The data of provided buffer `bid`; recycle() gives it back (published by publish()).
+  const char* buffer(std::uint16_t bid) const { return bufs_ + std::size_t{bid} * buf_size_; }
+  void recycle(std::uint16_t bid);
+  void publish();
+  std::uint64_t enters() const { return enters_; }
+
+  // SQE builders (the caller sets user_data after).
+  void recv_multishot(int fd, std::uint16_t group, std::uint64_t user_data);
+  /// multishot: edge-triggered, one completion per wake-up until cancelled.
+  void poll(int fd, std::uint32_t events, std::uint64_t user_data, bool multishot);
+  /// Cancels the operation tagged `target` (all: every one with that tag).
+  void cancel(std::uint64_t target, std::uint64_t user_data, bool all = false);
+  /// A single-shot accept (non-blocking, close-on-exec socket).
+  void accept(int fd, std::uint64_t user_data);
+
+ private:
+  unsigned sq_pending() const;
+
+  int fd_ = -1;
+  void* rings_ = nullptr;
+  std::size_t rings_size_ = 0;
+  io_uring_sqe* sqes_ = nullptr;
+  std::size_t sqes_size_ = 0;
+  unsigned* sq_head_ = nullptr;
+  unsigned* sq_tail_ = nullptr;
+  unsigned* sq_array_ = nullptr;
+  unsigned sq_mask_ = 0;
+  unsigned sq_entries_ = 0;
+  unsigned sq_local_tail_ = 0;
+  unsigned* cq_head_ = nullptr;
+  unsigned* cq_tail_ = nullptr;
+  io_uring_cqe* cqes_ = nullptr;
+  unsigned cq_mask_ = 0;
+  std::uint64_t enters_ = 0;
+
+  io_uring_buf* br_ = nullptr;  // the provided-buffer ring (tail: br_[0].resv)
+  std::size_t br_size_ = 0;
+  char* bufs_ = nullptr;
+  std::size_t bufs_bytes_ = 0;
+  unsigned buf_size_ = 0;
+  unsigned buf_mask_ = 0;
+  std::uint16_t br_tail_ = 0;
+};
+
+template <class Fn>
+unsigned Ring::reap(Fn&& fn) {
+  unsigned head = *cq_head_;
+  const unsigned tail = __atomic_load_n(cq_tail_, __ATOMIC_ACQUIRE);
+  unsigned n = 0;
+  while (head != tail) {
+    const io_uring_cqe cqe = cqes_[head & cq_mask_];
+    ++head;
+    ++n;
+    // The slot is handed back before fn runs: fn may submit, and a submit may need CQ room.
+    __atomic_store_n(cq_head_, head, __ATOMIC_RELEASE);
+    fn(cqe);
+  }
+  return n;
+}
+
+}  // namespace esockets::detail
