@@ -157,6 +157,34 @@ TEST(FramerRaw, StopHoldsNothingAndResumeDeliversNothing) {
   EXPECT_EQ(calls, 1);
 }
 
+// Bytes stashed while a connection did not read (io_uring) or restored by a takeover: one
+// message on the next resume, before anything fed after it; a stop keeps what comes after.
+TEST(FramerRaw, StashedBytesAreOneMessageDeliveredFirst) {
+  Framer framer(raw_cfg());
+  FrameState st;
+  std::vector<std::string> got;
+  bool go = true;
+  auto sink = [&](std::string_view f) {
+    got.emplace_back(f);
+    return go;
+  };
+  Framer::stash(st, "ab", 2);
+  Framer::stash(st, "cd", 2);
+  EXPECT_TRUE(st.has_pending_frames());
+  const std::string next = "ef";
+  EXPECT_EQ(framer.feed(st, next.data(), next.size(), sink), FeedStatus::ok);
+  ASSERT_EQ(got, (std::vector<std::string>{"abcd", "ef"}));
+  EXPECT_FALSE(st.holds_memory());
+  got.clear();
+  Framer::stash(st, "gh", 2);
+  go = false;  // the handler pauses on the stashed message: "ij" waits behind it
+  EXPECT_EQ(framer.feed(st, "ij", 2, sink), FeedStatus::stopped);
+  go = true;
+  EXPECT_EQ(framer.resume(st, sink), FeedStatus::ok);
+  EXPECT_EQ(got, (std::vector<std::string>{"gh", "ij"}));
+  EXPECT_FALSE(st.has_pending_frames());
+}
+
 // --------------------------------------------------------------------------------- line
 
 TEST(FramerLine, SingleMessage) {

@@ -145,6 +145,18 @@ FeedStatus Framer::feed(FrameState& st, const char* data, std::size_t len, Sink&
   assert(cfg_.kind != Framing::length_prefixed || (cfg_.prefix_bytes >= 1 && cfg_.prefix_bytes <= 4));
   if (st.error_ != FrameError::none) return FeedStatus::error;
   if (cfg_.kind == Framing::raw) {
+    if (st.held_) {
+      // Held input (bytes a completion-based read received while the connection was not
+      // reading, or a takeover's carried input) is one message, delivered first.
+      const bool go = static_cast<bool>(sink(std::string_view(st.buf_ + st.scan_, st.len_)));
+      resize(st, 0, false);
+      st.len_ = st.scan_ = 0;
+      st.held_ = false;
+      if (!go) {
+        hold(st, data, len);
+        return FeedStatus::stopped;
+      }
+    }
     if (len == 0) return FeedStatus::ok;
     return static_cast<bool>(sink(std::string_view(data, len))) ? FeedStatus::ok : FeedStatus::stopped;
   }

@@ -89,6 +89,13 @@ void Shard::ring_interest(Conn* c) {
   // memory, holds what follows, so TCP pushes back on a client we are not keeping up with.
   const bool want_read = c->state == ConnState::lingering ||
                          (c->reading() && !c->eof_seen && !c->frame.has_pending_frames());
+  if (!want_read && c->reading() && !c->resume_pending &&
+      (c->eof_seen || c->frame.has_pending_frames())) {
+    // It reads, but what it holds goes first: make sure the loop delivers it (process_resumes
+    // then marks it dirty, and the flush arms the receive).
+    c->resume_pending = true;
+    resumes_.push_back(c->id());
+  }
   if (want_read && !c->recv_armed) {
     ring_->recv_multishot(c->fd(), kBufferGroup, recv_tag(c));
     c->recv_armed = true;
@@ -365,6 +372,9 @@ void Shard::ring_accept_done(std::size_t li, int res) {
       case AcceptFailure::retry:
         break;
       case AcceptFailure::exhausted:
+        // The accepts in flight fail together: one failure (and one pause) per round, as
+        // epoll's accept loop counts it.
+        if (accept_paused_) break;
         counters_.accept_errors.add();
         warn(WarningCode::fd_exhausted, Severity::error, {}, err,
              errno_message("accept failed, pausing accepts until a connection closes", err));

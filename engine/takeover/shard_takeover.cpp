@@ -116,6 +116,10 @@ void Shard::advance_takeover() {
       takeover_ = Takeover::switching;
       [[fallthrough]];
     case Takeover::switching: {
+      // io_uring: their receives were cancelled above; the last bytes they read go with the
+      // record, so wait for those before the application saves its state (on_client_takeover:
+      // nothing it saved may be answered here afterwards, by a timer of this pass for one).
+      if (!ring_settled(export_)) return;
       // As for a hand-over between shards: whoever resolved us as the owner before the switch
       // finishes its push, then everything queued for these connections is applied here.
       RouteEpoch& route = core_.route();
@@ -167,7 +171,6 @@ void Shard::advance_takeover() {
     }
     case Takeover::saving:
       if (export_waiting_ > 0) return;
-      if (!ring_settled(export_)) return;  // io_uring: the last bytes read go with the record
       if (!remote_.flushed_through(takeover_remote_mark_)) {
         flush_remote();
         if (!remote_.flushed_through(takeover_remote_mark_)) return;
