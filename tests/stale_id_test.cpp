@@ -62,10 +62,24 @@ TEST_P(StaleId, OldIdAfterFdReuseReachesNobody) {
     // Open connections until one gets the same fd (the kernel hands out the lowest free fd,
     // once the server really closed the old socket).
     std::vector<Client> opened;
+    opened.reserve(200);
     Client* reused = nullptr;
     ConnectionId new_id;
     for (int attempt = 0; attempt < 200 && reused == nullptr; ++attempt) {
-      opened.emplace_back(server.port());
+      // Our client sockets live in this process too: one made while old_fd is the lowest free
+      // number would take it before the server's accept (which runs later, on its thread), and
+      // keep it. Move such a socket to a high number before connecting.
+      const std::string address = "127.0.0.1:" + std::to_string(server.port());
+      Client fresh;
+      ASSERT_TRUE(fresh.prepare(address));
+      if (fresh.fd() == old_fd) {
+        const int high = ::fcntl(fresh.fd(), F_DUPFD_CLOEXEC, 512);
+        ASSERT_GE(high, 0);
+        fresh.close();
+        fresh = Client::adopt(high);
+      }
+      ASSERT_TRUE(fresh.connect_prepared(address));
+      opened.push_back(std::move(fresh));
       ASSERT_TRUE(wait_until([&] { return h.of(opened.back()).first.valid(); }));
       auto [id, fd] = h.of(opened.back());
       if (fd == old_fd) {

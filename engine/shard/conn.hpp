@@ -47,7 +47,9 @@ struct Conn {
   bool recv_cancel : 1 = false;  // ... and a cancel of it was queued
   bool write_armed : 1 = false;  // a poll is armed: POLLOUT, or only errors while not reading
   bool poll_out : 1 = false;     // ... and it asks for POLLOUT
+  bool poll_multi : 1 = false;   // ... or it is the multishot errors watch of a hung-up one
   bool eof_seen : 1 = false;     // the receive reported EOF while not reading: on_eof() later
+  bool reset_seen : 1 = false;   // ... an RST (while moving): it ends as reset, not on_eof()
 
   ConnectionId id() const { return pub.id_; }
   int fd() const { return pub.fd_; }

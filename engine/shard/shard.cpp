@@ -160,6 +160,7 @@ int Shard::next_timeout_ms() const {
     if (!ob.empty() || !ob.flow_paused.empty()) return static_cast<int>(kTickMs) / 10 + 1;
   }
   if (!timed_.empty() || !pending_.empty() || accept_paused_ || phase_ != Phase::serving ||
+      !ring_retry_.empty() ||
       trim_pending_ ||
       move_ != Move::idle || (timeouts_enabled_ && counters_.connections.get() > 0)) {
     return static_cast<int>(kTickMs);
@@ -515,6 +516,7 @@ void Shard::process_resumes() {
       }
       delivering_ = nullptr;
       if (table_.find(id, index_) != c) continue;
+      if (c->frame.buffered() == 0) c->frame_start_tick = 0;  // no partial frame is left
       if (c->state == ConnState::closing) c->frame.clear();
       if (st == FeedStatus::error && c->state != ConnState::closing) {
         framing_failed(c);
@@ -522,8 +524,13 @@ void Shard::process_resumes() {
       }
     }
     if (c->eof_seen && c->reading() && !c->frame.has_pending_frames()) {
-      c->eof_seen = false;  // io_uring: the peer's FIN came in behind the frames just delivered
-      on_eof(c);
+      // io_uring: the peer's FIN (or RST) came in behind the frames just delivered.
+      c->eof_seen = false;
+      if (c->reset_seen) {
+        abort_conn(c, CloseReason::reset);
+      } else {
+        on_eof(c);
+      }
       continue;
     }
     mark_dirty(c);
@@ -559,6 +566,16 @@ void Shard::sweep_timers() {
   }
   fd_epoch_seen_ = epoch;
   if (!pending_.empty()) sweep_pending();
+  if (!ring_retry_.empty()) {
+    std::size_t kept = 0;
+    for (ConnectionId id : ring_retry_) {
+      Conn* c = table_.find(id, index_);
+      if (c == nullptr || !c->hup || c->out.empty()) continue;
+      mark_dirty(c);  // a sendmsg each tick while it may not be polled (see ring_hangup)
+      ring_retry_[kept++] = id;
+    }
+    ring_retry_.resize(kept);
+  }
   const bool past_stop = phase_ != Phase::serving && now_ms_ >= stop_deadline_ms_;
   std::size_t keep = 0;
   for (std::size_t i = 0; i < timed_.size(); ++i) {

@@ -307,6 +307,7 @@ class Shard {
   int epfd_ = -1;                // epoll backend
   std::unique_ptr<Ring> ring_;   // io_uring backend
   bool ring_wake_armed_ = false;  // the wakeup eventfd's poll is armed
+  std::vector<ConnectionId> ring_retry_;  // hung up while not reading, output owed: flushed per tick
   std::uint32_t pending_seq_ = 0;
   Wakeup wake_{true};
   ConnectionTable& table_;

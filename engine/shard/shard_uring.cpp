@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "core/server_core.hpp"
@@ -106,6 +107,21 @@ void Shard::ring_interest(Conn* c) {
   }
   // (A cancelled receive that should read again is re-armed when its last completion comes.)
   if (c->state == ConnState::lingering) return;
+  if (c->hup) {
+    // See ring_hangup: a one-shot poll would complete again at once. A multishot one completes
+    // per wake-up (an RST still ends the connection); output owed is flushed per timer tick.
+    if (!c->out.empty() &&
+        std::find(ring_retry_.begin(), ring_retry_.end(), c->id()) == ring_retry_.end()) {
+      ring_retry_.push_back(c->id());
+    }
+    if (!c->write_armed) {
+      ring_->poll(c->fd(), 0, write_tag(c), true);
+      c->write_armed = true;
+      c->poll_out = false;
+      c->poll_multi = true;
+    }
+    return;
+  }
   const bool want_out = !c->out.empty();
   // Not reading: errors and hang-ups still end it (no mask: the kernel always reports those).
   const bool want_errors = c->state != ConnState::lingering && !want_read && !c->hup;
@@ -115,10 +131,13 @@ void Shard::ring_interest(Conn* c) {
       c->write_armed = true;
       c->poll_out = want_out;
     }
-  } else if (want_out && !c->poll_out) {
+  } else if (want_out && !c->poll_out && !c->poll_multi) {
     // The armed poll waits for errors only: replace it (re-armed with POLLOUT on completion).
     ring_->cancel(write_tag(c), ring_tag(RingOp::ignore, 0, 0));
     c->poll_out = true;  // what the next arm asks for; the cancel is queued once
+  } else if (want_out && c->poll_multi && !c->poll_out) {
+    ring_->cancel(write_tag(c), ring_tag(RingOp::ignore, 0, 0));  // as above, for the watch
+    c->poll_out = true;
   }
 }
 
@@ -236,15 +255,31 @@ void Shard::ring_completion(const io_uring_cqe& cqe) {
     case RingOp::write: {
       Conn* c = ring_conn(cqe.user_data);
       if (c == nullptr) return;
-      c->write_armed = false;
-      c->poll_out = false;
+      const bool watch = c->poll_multi;
+      if (!more) {
+        c->write_armed = false;
+        c->poll_out = false;
+        c->poll_multi = false;
+      }
       if (c->moving || c->state == ConnState::lingering) return;
       if (cqe.res < 0) {  // cancelled (replaced, or the connection reads again)
-        ring_interest(c);
+        if (!more) ring_interest(c);
         return;
       }
       const auto ev = static_cast<std::uint32_t>(cqe.res);
-      if ((ev & (POLLERR | POLLHUP)) != 0 && !c->reading()) {
+      if (watch) {
+        // A hung-up connection's watch: only an error (RST) or a full hang-up of a closing one
+        // ends it; the FIN it reports first (and any later wake-up) changes nothing.
+        if ((ev & POLLERR) != 0 || c->reset_seen ||
+            ((ev & POLLHUP) != 0 &&
+             (c->state == ConnState::closing || c->state == ConnState::half_closed))) {
+          ring_hangup(c, ev);
+        } else if (!more) {
+          ring_interest(c);
+        }
+        return;
+      }
+      if ((ev & (POLLERR | POLLHUP | POLLRDHUP)) != 0 && !c->reading()) {
         ring_hangup(c, ev);
         return;
       }
@@ -279,6 +314,10 @@ void Shard::ring_completion(const io_uring_cqe& cqe) {
 
 void Shard::ring_hangup(Conn* c, std::uint32_t ev) {
   // A connection that does not read saw an error or a hang-up: as epoll's dispatch does.
+  if (c->reset_seen) {
+    abort_conn(c, CloseReason::reset);
+    return;
+  }
   if ((ev & POLLERR) != 0) {
     int err = 0;
     socklen_t len = sizeof err;
@@ -287,11 +326,17 @@ void Shard::ring_hangup(Conn* c, std::uint32_t ev) {
                                                                         : CloseReason::io_error);
     return;
   }
-  if (c->state == ConnState::closing || c->state == ConnState::half_closed) {
+  if ((ev & POLLHUP) != 0 &&
+      (c->state == ConnState::closing || c->state == ConnState::half_closed)) {
     abort_conn(c, c->reason);
     return;
   }
-  c->hup = true;  // not watched again until it reads (the read then sees the end)
+  // A hang-up, or only the peer's FIN (io_uring always reports POLLRDHUP, and a one-shot poll
+  // would report it again at once): from now on a multishot watch (one completion per
+  // wake-up, so an RST still ends it) until it reads, which then sees the end; output still
+  // owed is retried from the timer sweep (ring_retry_), not by a poll that would spin.
+  c->hup = true;
+  ring_interest(c);
 }
 
 void Shard::ring_received(Conn* c, const char* p, std::size_t n) {
@@ -299,8 +344,12 @@ void Shard::ring_received(Conn* c, const char* p, std::size_t n) {
   counters_.bytes_in.add(n);
   if (c->state != ConnState::open) return;  // closing or half-closed: no more input delivered
   if (!c->reading() || c->moving || c->eof_seen || c->frame.has_pending_frames()) {
-    // Not reading, or frames are held ahead of these bytes: keep them behind, in order.
+    // Not reading, or frames are held ahead of these bytes: keep them behind, in order. They
+    // arrived now: the idle clock restarts and a partial frame's clock starts (resume_reading
+    // restarts both again, as for input the kernel held).
     Framer::stash(c->frame, p, n);
+    c->last_read_tick = tick();
+    if (c->frame_start_tick == 0) c->frame_start_tick = c->last_read_tick;
     if (c->reading() && !c->moving && !c->resume_pending) {
       c->resume_pending = true;
       resumes_.push_back(c->id());
@@ -341,6 +390,13 @@ void Shard::ring_recv_done(Conn* c, int res) {
   const int err = -res;
   if (c->state == ConnState::lingering) {
     close_fd(c);
+    return;
+  }
+  if (c->moving) {
+    // It is in a batch on its way to another shard (the cancel raced with the error): its
+    // record must not end here; the new shard ends it after what it holds is delivered.
+    c->eof_seen = true;
+    if (classify_io_errno(err) == IoFailure::reset) c->reset_seen = true;
     return;
   }
   switch (classify_io_errno(err)) {

@@ -105,6 +105,8 @@ TEST_P(TypedState, RefusedConnectionsDestroyTheirStateToo) {
   ASSERT_TRUE(wait_until([&] { return h.disconnects.load() >= h.reason(CloseReason::refused) &&
                                       h.reason(CloseReason::refused) > 0; }));
   ASSERT_TRUE(wait_until([&] { return g_destroyed.load() == h.reason(CloseReason::refused); }));
+  // Every client was seen (connected, not necessarily accepted yet, is all connect_many says).
+  ASSERT_TRUE(wait_until([&] { return g_made.load() == 20; })) << g_made.load();
   server.stop();
   EXPECT_EQ(g_destroyed.load(), 20);
   EXPECT_EQ(g_destroyed_early.load(), 0);
