@@ -35,8 +35,8 @@ namespace {
 constexpr unsigned kRingEntries = 4096;
 constexpr unsigned kRingCompletions = 32768;
 constexpr std::uint16_t kBufferGroup = 0;
-constexpr unsigned kBufferCount = 256;
-constexpr std::size_t kMaxBufferSize = 16 * 1024;  // bytes per completion; 4 MiB per shard
+constexpr unsigned kBufferCount = 128;
+constexpr std::size_t kMaxBufferSize = 64 * 1024;  // bytes per completion; 8 MiB per shard
 constexpr std::int64_t kAcceptRetryMs = 100;  // as the epoll backend's EMFILE pause
 constexpr std::uint8_t kAcceptsInFlight = 16;  // per listener; within the fd limit's reserve
 }  // namespace

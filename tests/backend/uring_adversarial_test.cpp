@@ -289,9 +289,9 @@ TEST_P(UringAdv, RawFramingWorkerFlowControlLosesNothing) {
   s.stop();
 }
 
-// Many connections complete receives at once (the shard was busy meanwhile): more bytes than
-// the provided-buffer ring holds (256 x 16 KiB) are waiting, so receives end with ENOBUFS and
-// are re-armed. Every line comes back once, in order, on every connection; some pause too.
+// Many connections complete receives at once (the shard was busy meanwhile): more of them than
+// the provided-buffer ring has buffers (128; one per completion), so receives end with ENOBUFS
+// and are re-armed. Every line comes back once, in order, on every connection; some pause too.
 class BurstEcho : public esockets::Handler {
  public:
   Server* server = nullptr;
