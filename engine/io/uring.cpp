@@ -103,6 +103,7 @@ Ring::Ring(unsigned sq_entries, unsigned cq_entries) {
   fd_ = sys_setup(sq_entries, &p);
   if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "esockets: io_uring_setup");
   sq_entries_ = p.sq_entries;
+  min_wait_ = (p.features & kFeatMinTimeout) != 0;
   const std::size_t sq_size = p.sq_off.array + p.sq_entries * sizeof(unsigned);
   const std::size_t cq_size = p.cq_off.cqes + p.cq_entries * sizeof(io_uring_cqe);
   rings_size_ = sq_size > cq_size ? sq_size : cq_size;
@@ -208,18 +209,23 @@ void Ring::submit() {
   }
 }
 
-int Ring::enter(bool wait, int timeout_ms) {
+int Ring::enter(bool wait, int timeout_ms, unsigned wait_nr, unsigned min_wait_us) {
   __atomic_store_n(sq_tail_, sq_local_tail_, __ATOMIC_RELEASE);
   __kernel_timespec ts{};
-  io_uring_getevents_arg arg{};
+  GeteventsArg arg{};
   arg.sigmask_sz = _NSIG / 8;
   if (wait && timeout_ms >= 0) {
     ts.tv_sec = timeout_ms / 1000;
     ts.tv_nsec = static_cast<long long>(timeout_ms % 1000) * 1000000;
     arg.ts = reinterpret_cast<std::uintptr_t>(&ts);
   }
+  if (!min_wait_ || min_wait_us == 0 || !wait) {
+    wait_nr = 1;  // (older kernels reject a non-zero min_wait_usec)
+  } else if (wait_nr > 1) {
+    arg.min_wait_usec = min_wait_us;
+  }
   ++enters_;
-  const int r = sys_enter(fd_, sq_pending(), wait ? 1 : 0,
+  const int r = sys_enter(fd_, sq_pending(), wait ? wait_nr : 0,
                           IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
   return r < 0 ? -errno : 0;
 }
@@ -257,6 +263,26 @@ void Ring::accept(int fd, std::uint64_t user_data) {
   s->opcode = IORING_OP_ACCEPT;
   s->fd = fd;
   s->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+  s->user_data = user_data;
+}
+
+void Ring::send(int fd, const void* p, std::size_t n, std::uint64_t user_data) {
+  io_uring_sqe* s = sqe();
+  s->opcode = IORING_OP_SEND;
+  s->fd = fd;
+  s->addr = reinterpret_cast<std::uintptr_t>(p);
+  s->len = static_cast<std::uint32_t>(n);
+  s->msg_flags = MSG_NOSIGNAL;
+  s->user_data = user_data;
+}
+
+void Ring::sendmsg(int fd, const msghdr* m, std::uint64_t user_data) {
+  io_uring_sqe* s = sqe();
+  s->opcode = IORING_OP_SENDMSG;
+  s->fd = fd;
+  s->addr = reinterpret_cast<std::uintptr_t>(m);
+  s->len = 1;
+  s->msg_flags = MSG_NOSIGNAL;
   s->user_data = user_data;
 }
 

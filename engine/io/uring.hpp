@@ -7,6 +7,7 @@
 #pragma once
 
 #include <linux/io_uring.h>
+#include <sys/socket.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -37,7 +38,12 @@ class Ring {
   /// Submits what is queued and, if wait, waits until a completion arrives or timeout_ms
   /// passes (-1: no limit). Runs the deferred completions either way. Returns 0 or -errno
   /// (-ETIME and -EINTR are normal).
-  int enter(bool wait, int timeout_ms);
+  /// wait_nr > 1 with min_wait_us (kernels with IORING_FEAT_MIN_TIMEOUT, 6.12+; ignored
+  /// elsewhere): wait for wait_nr completions, but once min_wait_us passed return as soon as
+  /// there is any. A pass that submits k sends (which complete during the submission when the
+  /// socket has room) waits for k + 1, so those do not end the wait by themselves.
+  int enter(bool wait, int timeout_ms, unsigned wait_nr = 1, unsigned min_wait_us = 0);
+  bool min_wait_supported() const { return min_wait_; }
   /// Submits what is queued without waiting or reaping.
   void submit();
   /// Calls fn(const io_uring_cqe&) for each completion ready; returns how many.
@@ -58,6 +64,14 @@ class Ring {
   void cancel(std::uint64_t target, std::uint64_t user_data, bool all = false);
   /// A single-shot accept (non-blocking, close-on-exec socket).
   void accept(int fd, std::uint64_t user_data);
+  /// A send of n bytes at p (no SIGPIPE). The bytes must stay until it completes; the kernel
+  /// waits for room in the socket itself, so a full socket needs no poll of ours.
+  void send(int fd, const void* p, std::size_t n, std::uint64_t user_data);
+  /// sendmsg of m's iovecs: m and its iovec array need only live until the next submit (the
+  /// kernel copies them then; 5.5+'s stable submission), the bytes until it completes.
+  void sendmsg(int fd, const msghdr* m, std::uint64_t user_data);
+  /// True when every queued SQE has been handed to the kernel.
+  bool all_submitted() const { return sq_pending() == 0; }
 
  private:
   unsigned sq_pending() const;
@@ -78,6 +92,17 @@ class Ring {
   io_uring_cqe* cqes_ = nullptr;
   unsigned cq_mask_ = 0;
   std::uint64_t enters_ = 0;
+  bool min_wait_ = false;
+  // io_uring_getevents_arg as kernels since 6.12 define it (Debian 12's header calls the
+  // min_wait_usec field pad).
+  struct GeteventsArg {
+    std::uint64_t sigmask;
+    std::uint32_t sigmask_sz;
+    std::uint32_t min_wait_usec;
+    std::uint64_t ts;
+  };
+  static_assert(sizeof(GeteventsArg) == sizeof(io_uring_getevents_arg));
+  static constexpr std::uint32_t kFeatMinTimeout = 1u << 15;  // IORING_FEAT_MIN_TIMEOUT
 
   io_uring_buf* br_ = nullptr;  // the provided-buffer ring (tail: br_[0].resv)
   std::size_t br_size_ = 0;

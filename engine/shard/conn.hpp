@@ -45,9 +45,9 @@ struct Conn {
   // io_uring backend (shard_uring.cpp): what the shard's ring holds for this connection.
   bool recv_armed : 1 = false;   // a multishot receive is armed (until its last completion)
   bool recv_cancel : 1 = false;  // ... and a cancel of it was queued
-  bool write_armed : 1 = false;  // a poll is armed: POLLOUT, or only errors while not reading
-  bool poll_out : 1 = false;     // ... and it asks for POLLOUT
-  bool poll_multi : 1 = false;   // ... or it is the multishot errors watch of a hung-up one
+  bool write_armed : 1 = false;  // a poll for errors and hang-ups is armed (while not reading)
+  bool poll_multi : 1 = false;   // ... and it is the multishot watch of a hung-up one
+  bool send_armed : 1 = false;   // a send of the queue's head is in flight (until it completes)
   bool eof_seen : 1 = false;     // the receive reported EOF while not reading: on_eof() later
   bool reset_seen : 1 = false;   // ... an RST (while moving): it ends as reset, not on_eof()
 

@@ -189,4 +189,19 @@ void SendQueue::clear(BlockPool& pool) {
   bytes_ = 0;
 }
 
+SendBlock* SendQueue::release() {
+  SendBlock* chain = head_;
+  head_ = tail_ = nullptr;
+  bytes_ = 0;
+  return chain;
+}
+
+void free_chain(SendBlock* b) {
+  while (b != nullptr) {
+    SendBlock* next = b->next;
+    free_block(b);
+    b = next;
+  }
+}
+
 }  // namespace esockets::detail

@@ -42,6 +42,8 @@ SendBlock* make_block(std::size_t cap);
 SendBlock* make_shared_block(SharedPayload* p);
 /// Frees a block (and drops its payload reference if it is shared).
 void free_block(SendBlock* b);
+/// Frees a chain of blocks linked by next (SendQueue::release()).
+void free_chain(SendBlock* b);
 
 // A small per-shard cache of standard-size blocks so steady echo traffic does not hit malloc.
 class BlockPool {
@@ -78,6 +80,9 @@ class SendQueue {
   void consume(std::size_t n, BlockPool& pool);
   /// Frees everything (connection gone).
   void clear(BlockPool& pool);
+  /// Empties the queue and hands its chain of blocks to the caller (free_chain() frees it):
+  /// bytes an asynchronous send still reads from outlive the queue.
+  SendBlock* release();
   /// Appends every queued byte, in order, to `out` (a takeover carries them over).
   void copy_to(std::string& out) const;
 

@@ -26,6 +26,9 @@ namespace {
 constexpr int kMaxEvents = 512;
 constexpr std::int64_t kTickMs = 50;
 constexpr std::int64_t kTimeoutSweepMs = 250;
+// io_uring: how long a wait that expects its sends' completions may hold out for one more
+// completion when some of those sends did not complete (see wait_events).
+constexpr unsigned kSendBatchWaitUs = 50;
 constexpr unsigned kWarningsPerSecond = 10;
 
 }  // namespace
@@ -122,6 +125,8 @@ Shard::~Shard() {
   }
   for (const auto& [fd, p] : pending_) ::close(fd);  // (stop closed them; the listeners may be gone)
   if (epfd_ >= 0) ::close(epfd_);
+  ring_.reset();  // its operations end with it; then what their sends read can go
+  for (auto& [tag, chain] : ring_orphans_) free_chain(chain);
 }
 
 void Shard::start() {
@@ -160,7 +165,6 @@ int Shard::next_timeout_ms() const {
     if (!ob.empty() || !ob.flow_paused.empty()) return static_cast<int>(kTickMs) / 10 + 1;
   }
   if (!timed_.empty() || !pending_.empty() || accept_paused_ || phase_ != Phase::serving ||
-      !ring_retry_.empty() ||
       trim_pending_ ||
       move_ != Move::idle || (timeouts_enabled_ && counters_.connections.get() > 0)) {
     return static_cast<int>(kTickMs);
@@ -249,8 +253,9 @@ void Shard::run() {
       bool pending = !remote_.empty() || !unsent_.empty() || !posted_.empty();
       for (auto& ob : outboxes_) pending = pending || !ob.empty();
       // io_uring: an armed accept still holds a listener we closed; its last completions
-      // (sockets the kernel accepted meanwhile) are handled before we leave.
-      pending = pending || !ring_listeners_settled();
+      // (sockets the kernel accepted meanwhile) are handled before we leave, and so are the
+      // cancelled sends of closed connections (they read bytes we free when they end).
+      pending = pending || !ring_listeners_settled() || !ring_sends_settled();
       if (!pending) {
         if (ring_) ring_->enter(false, 0);  // the cancels of closed sockets' operations
         seal_and_drain();
@@ -265,7 +270,12 @@ int Shard::wait_events(epoll_event* events, int timeout) {
   if (ring_) {
     // One enter: every operation queued this pass is submitted, then we sleep for completions.
     ring_arm_wakeup();
-    const int r = ring_->enter(timeout != 0, timeout);
+    // Sends usually complete during the submission: wait for one completion beyond them, for
+    // at most kSendBatchWaitUs more if some did not (a full socket), then take what there is.
+    const int r = ring_->enter(timeout != 0, timeout, 1 + ring_sends_queued_,
+                               ring_sends_queued_ > 0 ? kSendBatchWaitUs : 0);
+    ring_sends_queued_ = 0;
+    if (ring_->all_submitted()) ring_msgs_used_ = 0;  // the kernel has copied the sendmsg headers
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) {
       warn(WarningCode::engine_error, Severity::error, {}, -r,
            errno_message("io_uring_enter failed", -r));
@@ -566,16 +576,6 @@ void Shard::sweep_timers() {
   }
   fd_epoch_seen_ = epoch;
   if (!pending_.empty()) sweep_pending();
-  if (!ring_retry_.empty()) {
-    std::size_t kept = 0;
-    for (ConnectionId id : ring_retry_) {
-      Conn* c = table_.find(id, index_);
-      if (c == nullptr || !c->hup || c->out.empty()) continue;
-      mark_dirty(c);  // a sendmsg each tick while it may not be polled (see ring_hangup)
-      ring_retry_[kept++] = id;
-    }
-    ring_retry_.resize(kept);
-  }
   const bool past_stop = phase_ != Phase::serving && now_ms_ >= stop_deadline_ms_;
   std::size_t keep = 0;
   for (std::size_t i = 0; i < timed_.size(); ++i) {

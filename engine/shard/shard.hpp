@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <exception>
 #include <cstdint>
@@ -25,6 +26,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "core/clock.hpp"
@@ -154,6 +156,9 @@ class Shard {
     bool in_epoll = false;  // watched for connections (epoll set, or io_uring accept wanted)
     std::uint8_t accepts_armed = 0;  // io_uring: accepts in flight on this listener
     bool accept_cancel = false;      // ... and a cancel of them was queued
+    // A shared (Unix) listener this retiring shard stopped watching: its queue is drained
+    // once more when our accepts have ended (io_uring), see close_listeners().
+    int drain_fd = -1;
   };
   static constexpr std::size_t kCommandBatch = 512;  // commands popped from a queue at a time
   enum class Phase : std::uint8_t { serving, draining, closing, done };
@@ -167,6 +172,7 @@ class Shard {
 
   // shard_io.cpp: the connection state machine.
   void accept_ready(std::size_t li);
+  void accept_from(std::size_t li, int lfd);  // accept_ready's loop on a given socket
   bool admit(int fd, std::size_t li);
   void accepted(int fd, std::size_t li, const PeerAddress& peer);
   void place_accepted(int fd, const PeerAddress& peer, std::uint16_t li);
@@ -207,6 +213,7 @@ class Shard {
   bool over_cap(Conn* c, std::size_t more);
   bool accepts_output(const Conn* c) const;
   void close_slow_consumer(Conn* c);
+  void drop_output(Conn* c);  // frees the queue (or, with a send in flight, orphans it)
   void after_output_change(Conn* c);
   void mark_dirty(Conn* c);
   void update_interest(Conn* c);
@@ -221,7 +228,7 @@ class Shard {
   bool hold_if_incoming(const Command& cmd);
 
   // shard_uring.cpp: the io_uring backend's I/O layer (the state machine above is shared).
-  enum class RingOp : std::uint8_t { recv = 1, write, accept, wake, pending, ignore };
+  enum class RingOp : std::uint8_t { recv = 1, write, accept, wake, pending, ignore, send };
   static constexpr std::uint64_t ring_tag(RingOp op, std::uint32_t key, std::uint32_t low) {
     return (std::uint64_t{static_cast<std::uint8_t>(op)} << 60) |
            (std::uint64_t{key & 0xffffffu} << 32) | low;
@@ -232,6 +239,9 @@ class Shard {
   static std::uint64_t write_tag(const Conn* c) {
     return ring_tag(RingOp::write, c->id().slot(), c->id().generation());
   }
+  static std::uint64_t send_tag(const Conn* c) {
+    return ring_tag(RingOp::send, c->id().slot(), c->id().generation());
+  }
   void ring_setup();
   void ring_arm_wakeup();  // before every wait
   int ring_reap();
@@ -241,6 +251,9 @@ class Shard {
   void ring_recv_done(Conn* c, int res);
   void ring_accept_done(std::size_t li, int res);
   void ring_hangup(Conn* c, std::uint32_t ev);
+  void ring_send(Conn* c);  // from flush(): the queue's head goes out with the next enter
+  void ring_sent(std::uint64_t tag, int res);
+  bool ring_sends_settled() const { return ring_orphans_.empty(); }
   void ring_accepted(std::size_t li, int fd);
   void ring_interest(Conn* c);
   void ring_detach(Conn* c);
@@ -307,7 +320,16 @@ class Shard {
   int epfd_ = -1;                // epoll backend
   std::unique_ptr<Ring> ring_;   // io_uring backend
   bool ring_wake_armed_ = false;  // the wakeup eventfd's poll is armed
-  std::vector<ConnectionId> ring_retry_;  // hung up while not reading, output owed: flushed per tick
+  // A sendmsg's header and iovecs, kept until the enter that submits it (then reused).
+  struct RingMsg {
+    msghdr hdr;
+    iovec iov[16];
+  };
+  std::deque<RingMsg> ring_msgs_;  // deque: references stay valid as it grows
+  std::size_t ring_msgs_used_ = 0;
+  unsigned ring_sends_queued_ = 0;  // sends queued this pass (the wait counts their completions)
+  // Output dropped (a close) while a send still reads it: freed when that send completes.
+  std::vector<std::pair<std::uint64_t, SendBlock*>> ring_orphans_;
   std::uint32_t pending_seq_ = 0;
   Wakeup wake_{true};
   ConnectionTable& table_;

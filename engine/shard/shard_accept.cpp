@@ -47,6 +47,10 @@ void Shard::accept_ready(std::size_t li) {
   if (accept_paused_ || phase_ != Phase::serving) return;
   const int lfd = listeners_[li].fd;
   if (lfd < 0) return;
+  accept_from(li, lfd);
+}
+
+void Shard::accept_from(std::size_t li, int lfd) {
   ListenerState& ls = core_.listener(li);
   for (int i = 0; i < kAcceptBudget; ++i) {
     sockaddr_storage ss{};

@@ -266,7 +266,8 @@ void Shard::flush(Conn* c) {
   if (c->moving) return;  // the shard it goes to flushes it
   after_output_change(c);
   if (table_.find(c->id(), index_) != c) return;
-  while (!c->out.empty()) {
+  if (ring_) ring_send(c);  // one send in flight at a time; its completion continues
+  while (!ring_ && !c->out.empty()) {
     iovec iov[kIovMax];
     const int cnt = c->out.gather(iov, kIovMax);
     msghdr m{};
@@ -410,8 +411,7 @@ void Shard::retire(Conn* c, CloseReason reason) {
   if (c->user_paused || c->flow_paused) counters_.paused.sub();
   counters_.closes[static_cast<std::size_t>(reason)].add();
   if (reason == CloseReason::refused) counters_.refused.add();  // refused by the handler
-  counters_.output_bytes.sub(c->out.bytes());
-  c->out.clear(pool_);
+  drop_output(c);
   if (c != delivering_) c->frame.clear();
   if (outboxes_.empty()) {
     try {
@@ -449,12 +449,22 @@ void Shard::close_fd(Conn* c) {
   if (accept_paused_) resume_accepting();  // other shards notice through fd_release_epoch
 }
 
+void Shard::drop_output(Conn* c) {
+  counters_.output_bytes.sub(c->out.bytes());
+  if (!c->send_armed || c->out.empty()) {  // (empty: what the send reads is orphaned already)
+    c->out.clear(pool_);
+    return;
+  }
+  // io_uring: a send still reads the head block. Cancel it; the blocks go when it completes.
+  ring_orphans_.emplace_back(send_tag(c), c->out.release());
+  ring_->cancel(send_tag(c), ring_tag(RingOp::ignore, 0, 0));
+}
+
 void Shard::close_slow_consumer(Conn* c) {
   // The peer is not reading: what is queued would never arrive in time. Drop it and close.
   warn(WarningCode::slow_consumer, Severity::info, c->id(), 0,
        "output of " + c->pub.getip() + " passed output_hard_cap: closing as slow consumer");
-  counters_.output_bytes.sub(c->out.bytes());
-  c->out.clear(pool_);
+  drop_output(c);
   c->write_stall_tick = 0;
   trim_pending_ = true;
   begin_close(c, CloseReason::slow_consumer);

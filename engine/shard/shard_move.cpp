@@ -36,6 +36,18 @@ void Shard::close_listeners() {
     ShardListener& l = listeners_[i];
     listen_epoll(i, false);
     if (l.fd >= 0 && !l.shared) ::close(l.fd);  // a Unix listener's socket stays for the others
+    if (l.fd >= 0 && l.shared && phase_ == Phase::serving) {
+      // The kernel wakes one waiter per connection on a shared listener (EPOLLEXCLUSIVE, and
+      // io_uring's accepts likewise). A wake that reached us as we stopped watching would leave
+      // its client queued while the other shards sleep: take what waits once we are out of
+      // the wait queue (io_uring: when our cancelled accepts have ended) and place it on the
+      // shards that stay.
+      if (ring_ && l.accepts_armed > 0) {
+        l.drain_fd = l.fd;
+      } else {
+        accept_from(i, l.fd);
+      }
+    }
     l.fd = -1;
   }
   accept_paused_ = false;

@@ -8,14 +8,17 @@
 //            ring; bytes that complete while the connection is not reading (a pause, a move, a
 //            takeover freeze: the cancel is in flight) are held in its FrameState, in order,
 //            and delivered by the usual resume
-//   write    sendmsg from flush(), as with epoll; a one-shot POLLOUT poll when the socket is full
+//   write    one send (or sendmsg of up to 16 blocks) in flight per connection, queued by
+//            flush() and submitted with the pass's enter; the kernel waits for room in a full
+//            socket itself; its completion consumes what went out and queues the next
 //   errors   while a connection does not read, a one-shot poll for errors and hang-ups only (an
 //            RST on a paused connection ends it, as EPOLLERR/EPOLLHUP do with epoll)
 //   wakeup   a multishot poll of the shard's eventfd (read when it fires, as with epoll)
 //   PROXY    a multishot (edge-triggered) POLLIN poll while the header is incomplete
 // Every submission of a pass goes to the kernel in the one io_uring_enter that also waits.
-// A connection leaves this shard (move, takeover) only once its receive reported its last
-// completion (ring_settled), so no byte is read on the old ring after the new owner starts.
+// A connection leaves this shard (move, takeover) only once its receive and its send reported
+// their last completion (ring_settled), so no byte is read or sent on the old ring after the
+// new owner starts, and a send cancelled on the way out is not sent twice.
 // Thread: owner shard only.
 #include <poll.h>
 #include <sys/socket.h>
@@ -82,6 +85,7 @@ void Shard::ring_detach(Conn* c) {
     c->recv_cancel = true;
   }
   if (c->write_armed) ring_->cancel(write_tag(c), ring_tag(RingOp::ignore, 0, 0));
+  if (c->send_armed) ring_->cancel(send_tag(c), ring_tag(RingOp::ignore, 0, 0));
 }
 
 void Shard::ring_interest(Conn* c) {
@@ -107,44 +111,96 @@ void Shard::ring_interest(Conn* c) {
   }
   // (A cancelled receive that should read again is re-armed when its last completion comes.)
   if (c->state == ConnState::lingering) return;
-  if (c->hup) {
-    // See ring_hangup: a one-shot poll would complete again at once. A multishot one completes
-    // per wake-up (an RST still ends the connection); output owed is flushed per timer tick.
-    if (!c->out.empty() &&
-        std::find(ring_retry_.begin(), ring_retry_.end(), c->id()) == ring_retry_.end()) {
-      ring_retry_.push_back(c->id());
+  // Not reading: errors and hang-ups still end it (no mask: the kernel always reports those).
+  // Hung up (see ring_hangup): a one-shot poll would complete again at once; a multishot one
+  // completes per wake-up, so an RST still ends the connection. (Output needs no poll: the
+  // send waits for room itself.)
+  if (!want_read && !c->write_armed) {
+    ring_->poll(c->fd(), 0, write_tag(c), c->hup);
+    c->write_armed = true;
+    c->poll_multi = c->hup;
+  }
+}
+
+void Shard::ring_send(Conn* c) {
+  if (c->send_armed || c->out.empty() || c->state == ConnState::lingering) return;
+  RingMsg* m = nullptr;
+  if (ring_msgs_used_ == ring_msgs_.size()) ring_msgs_.emplace_back();
+  m = &ring_msgs_[ring_msgs_used_];
+  const int cnt = c->out.gather(m->iov, static_cast<int>(std::size(m->iov)));
+  if (cnt == 1) {
+    ring_->send(c->fd(), m->iov[0].iov_base, m->iov[0].iov_len, send_tag(c));
+  } else {
+    ++ring_msgs_used_;  // held until the enter that submits it
+    m->hdr = msghdr{};
+    m->hdr.msg_iov = m->iov;
+    m->hdr.msg_iovlen = static_cast<std::size_t>(cnt);
+    ring_->sendmsg(c->fd(), &m->hdr, send_tag(c));
+  }
+  c->send_armed = true;
+  ++ring_sends_queued_;
+  if (c->write_stall_tick == 0) c->write_stall_tick = tick();
+}
+
+void Shard::ring_sent(std::uint64_t tag, int res) {
+  bool orphaned = false;
+  for (std::size_t i = 0; i < ring_orphans_.size();) {
+    if (ring_orphans_[i].first != tag) {
+      ++i;
+      continue;
     }
-    if (!c->write_armed) {
-      ring_->poll(c->fd(), 0, write_tag(c), true);
-      c->write_armed = true;
-      c->poll_out = false;
-      c->poll_multi = true;
-    }
+    free_chain(ring_orphans_[i].second);  // the connection dropped its output meanwhile
+    ring_orphans_[i] = ring_orphans_.back();
+    ring_orphans_.pop_back();
+    orphaned = true;
+  }
+  Conn* c = ring_conn(tag);
+  if (c == nullptr) return;
+  c->send_armed = false;
+  if (orphaned) {
+    if (!c->moving) mark_dirty(c);  // a close waiting for the queue to empty goes on
     return;
   }
-  const bool want_out = !c->out.empty();
-  // Not reading: errors and hang-ups still end it (no mask: the kernel always reports those).
-  const bool want_errors = c->state != ConnState::lingering && !want_read && !c->hup;
-  if (!c->write_armed) {
-    if (want_out || want_errors) {
-      ring_->poll(c->fd(), want_out ? POLLOUT : 0, write_tag(c), false);
-      c->write_armed = true;
-      c->poll_out = want_out;
+  if (res > 0) {
+    const auto n = static_cast<std::size_t>(res);
+    c->out.consume(n, pool_);
+    c->write_stall_tick = c->out.empty() ? 0 : tick();
+    counters_.bytes_out.add(n);
+    counters_.output_bytes.sub(n);
+    if (c->state == ConnState::closing && c->deadline_ms != 0) {
+      // Progress: a slow but reading peer gets a fresh deadline.
+      c->deadline_ms = now_ms_ + core_.options().linger_timeout.count();
     }
-  } else if (want_out && !c->poll_out && !c->poll_multi) {
-    // The armed poll waits for errors only: replace it (re-armed with POLLOUT on completion).
-    ring_->cancel(write_tag(c), ring_tag(RingOp::ignore, 0, 0));
-    c->poll_out = true;  // what the next arm asks for; the cancel is queued once
-  } else if (want_out && c->poll_multi && !c->poll_out) {
-    ring_->cancel(write_tag(c), ring_tag(RingOp::ignore, 0, 0));  // as above, for the watch
-    c->poll_out = true;
+    if (!c->moving) mark_dirty(c);  // flush(): watermarks, then the rest or the close
+    return;
   }
+  // Cancelled (a move or takeover; what did not go out goes with it), or nothing sent: retried.
+  if (res == 0 || res == -ECANCELED || res == -EAGAIN || res == -EINTR) {
+    if (!c->moving) mark_dirty(c);
+    return;
+  }
+  const int err = -res;
+  if (c->state == ConnState::lingering) return;
+  if (c->moving) {
+    // In a batch on its way to another shard: its record must not end here (as a receive's
+    // error then); the new shard ends it after what it holds is delivered.
+    c->eof_seen = true;
+    c->reset_seen = true;
+    return;
+  }
+  if (classify_io_errno(err) == IoFailure::other) {
+    warn(WarningCode::io_error, Severity::warning, c->id(), err,
+         errno_message(("send failed for " + c->pub.getip()).c_str(), err));
+    abort_conn(c, CloseReason::io_error);
+    return;
+  }
+  abort_conn(c, CloseReason::reset);
 }
 
 bool Shard::ring_settled(const std::vector<Conn*>& conns) const {
   if (!ring_) return true;
   for (const Conn* c : conns) {
-    if (c->recv_armed || c->write_armed) return false;
+    if (c->recv_armed || c->write_armed || c->send_armed) return false;
   }
   return true;
 }
@@ -210,7 +266,7 @@ int Shard::ring_reap() {
 
 Conn* Shard::ring_conn(std::uint64_t user_data) const {
   const auto op = static_cast<RingOp>(user_data >> 60);
-  if (op != RingOp::recv && op != RingOp::write) return nullptr;
+  if (op != RingOp::recv && op != RingOp::write && op != RingOp::send) return nullptr;
   Conn* c = table_.at(static_cast<std::uint32_t>((user_data >> 32) & 0xffffffu), index_);
   // Same slot, same generation: this connection (live or lingering), not a later one on the fd.
   if (c == nullptr || c->id().generation() != static_cast<std::uint32_t>(user_data)) return nullptr;
@@ -258,7 +314,6 @@ void Shard::ring_completion(const io_uring_cqe& cqe) {
       const bool watch = c->poll_multi;
       if (!more) {
         c->write_armed = false;
-        c->poll_out = false;
         c->poll_multi = false;
       }
       if (c->moving || c->state == ConnState::lingering) return;
@@ -283,9 +338,12 @@ void Shard::ring_completion(const io_uring_cqe& cqe) {
         ring_hangup(c, ev);
         return;
       }
-      mark_dirty(c);  // flush() writes and re-arms what is still wanted
+      mark_dirty(c);  // it reads again: the receive sees what the poll saw
       return;
     }
+    case RingOp::send:
+      ring_sent(cqe.user_data, cqe.res);
+      return;
     case RingOp::accept:
       ring_accept_done(static_cast<std::size_t>((cqe.user_data >> 32) & 0xffffffu), cqe.res);
       return;
@@ -334,7 +392,7 @@ void Shard::ring_hangup(Conn* c, std::uint32_t ev) {
   // A hang-up, or only the peer's FIN (io_uring always reports POLLRDHUP, and a one-shot poll
   // would report it again at once): from now on a multishot watch (one completion per
   // wake-up, so an RST still ends it) until it reads, which then sees the end; output still
-  // owed is retried from the timer sweep (ring_retry_), not by a poll that would spin.
+  // owed goes out through its send, which waits for room (not for the FIN).
   c->hup = true;
   ring_interest(c);
 }
@@ -419,9 +477,13 @@ void Shard::ring_accept_done(std::size_t li, int res) {
   ShardListener& l = listeners_[li];
   if (l.accepts_armed > 0) --l.accepts_armed;
   if (l.accepts_armed == 0) l.accept_cancel = false;
-  if (res >= 0) {
-    ring_accepted(li, res);
-  } else if (res != -ECANCELED) {
+  if (res >= 0) ring_accepted(li, res);
+  if (l.accepts_armed == 0 && l.drain_fd >= 0) {
+    const int lfd = l.drain_fd;  // our accepts are out of its wait queue: see close_listeners()
+    l.drain_fd = -1;
+    if (phase_ == Phase::serving) accept_from(li, lfd);
+  }
+  if (res < 0 && res != -ECANCELED) {
     const int err = -res;
     switch (classify_accept_errno(err)) {
       case AcceptFailure::again:

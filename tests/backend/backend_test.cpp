@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "esockets/esockets.hpp"
+#include "backend_param.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -28,20 +29,9 @@ using esockets::SendStatus;
 using esockets::Server;
 using esockets::ServerOptions;
 using esockets::test::Client;
+using esockets::test::io_uring_usable;
 
 namespace {
-
-bool io_uring_usable() {
-  ServerOptions o = esockets::test::loopback_options();
-  o.backend = Backend::io_uring;
-  esockets::test::CountingHandler h;
-  try {
-    Server s(h, o);
-  } catch (const std::invalid_argument&) {
-    return false;
-  }
-  return true;
-}
 
 struct Param {
   Backend backend;
@@ -49,7 +39,7 @@ struct Param {
 };
 
 std::string param_name(const ::testing::TestParamInfo<Param>& i) {
-  return std::string(i.param.backend == Backend::io_uring ? "io_uring" : "epoll") + "_workers" +
+  return esockets::test::backend_name(i.param.backend) + "_workers" +
          std::to_string(i.param.workers);
 }
 

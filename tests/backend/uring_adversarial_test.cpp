@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "esockets/esockets.hpp"
+#include "backend_param.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -31,21 +32,10 @@ using esockets::SendStatus;
 using esockets::Server;
 using esockets::ServerOptions;
 using esockets::test::Client;
+using esockets::test::io_uring_usable;
 using esockets::test::wait_until;
 
 namespace {
-
-bool io_uring_usable() {
-  ServerOptions o = esockets::test::loopback_options();
-  o.backend = Backend::io_uring;
-  esockets::test::CountingHandler h;
-  try {
-    Server s(h, o);
-  } catch (const std::invalid_argument&) {
-    return false;
-  }
-  return true;
-}
 
 class UringAdv : public ::testing::TestWithParam<Backend> {
  protected:
@@ -62,7 +52,7 @@ class UringAdv : public ::testing::TestWithParam<Backend> {
 };
 
 std::string name_of(const ::testing::TestParamInfo<Backend>& i) {
-  return i.param == Backend::io_uring ? "io_uring" : "epoll";
+  return esockets::test::backend_name(i.param);
 }
 
 // A 16-byte line: "<seq padded to 15 digits>\n".
