@@ -33,30 +33,7 @@ using esockets::test::io_uring_usable;
 
 namespace {
 
-struct Param {
-  Backend backend;
-  unsigned workers;
-};
-
-std::string param_name(const ::testing::TestParamInfo<Param>& i) {
-  return esockets::test::backend_name(i.param.backend) + "_workers" +
-         std::to_string(i.param.workers);
-}
-
-class BackendTest : public ::testing::TestWithParam<Param> {
- protected:
-  void SetUp() override {
-    if (GetParam().backend == Backend::io_uring && !io_uring_usable()) {
-      GTEST_SKIP() << "this kernel cannot run the io_uring backend";
-    }
-  }
-  ServerOptions options(unsigned shards) const {
-    ServerOptions o = esockets::test::loopback_options(shards, GetParam().workers);
-    o.backend = GetParam().backend;
-    o.framing = esockets::Framing::line;
-    return o;
-  }
-};
+using BackendTest = esockets::test::BackendModeTest;
 
 // Parses "<client> <seq>" and checks that each connection's numbers arrive as 0, 1, 2, ...
 class SequenceChecker {
@@ -416,10 +393,8 @@ TEST_P(BackendTest, ResetAndCloseAfterLargeReply) {
   s.stop();
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, BackendTest,
-                         ::testing::Values(Param{Backend::epoll, 0}, Param{Backend::io_uring, 0},
-                                           Param{Backend::epoll, 2}, Param{Backend::io_uring, 2}),
-                         param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, BackendTest, esockets::test::all_backend_modes(),
+                         esockets::test::backend_mode_name);
 
 // automatic is epoll unless ESOCKETS_BACKEND says otherwise; a bad value is refused.
 TEST(BackendChoice, AutomaticFollowsTheEnvironment) {

@@ -31,27 +31,10 @@ using esockets::test::wait_until;
 
 namespace {
 
-struct Param {
-  Backend backend;
-  unsigned workers;
-};
-
-std::string param_name(const ::testing::TestParamInfo<Param>& i) {
-  return esockets::test::backend_name(i.param.backend) + "_workers" +
-         std::to_string(i.param.workers);
-}
-
-class RingSend : public ::testing::TestWithParam<Param> {
+class RingSend : public esockets::test::BackendModeTest {
  protected:
-  void SetUp() override {
-    if (GetParam().backend == Backend::io_uring && !esockets::test::io_uring_usable()) {
-      GTEST_SKIP() << "this kernel cannot run the io_uring backend";
-    }
-  }
-  ServerOptions options(unsigned shards) const {
-    ServerOptions o = esockets::test::loopback_options(shards, GetParam().workers);
-    o.backend = GetParam().backend;
-    o.framing = esockets::Framing::line;
+  ServerOptions send_options(unsigned shards) const {
+    ServerOptions o = options(shards);
     o.socket_send_buffer = 32 * 1024;  // so most of a stream waits in our queue, not the kernel's
     return o;
   }
@@ -130,7 +113,7 @@ std::string read_records(Client& c, std::uint64_t n, std::size_t chunk, Between&
 // and its send waits for the client to make room: each stream arrives whole and in order.
 TEST_P(RingSend, MovesWhileSendsWaitForRoomLoseAndRepeatNothing) {
   Streamer h;
-  ServerOptions o = options(2);
+  ServerOptions o = send_options(2);
   o.output_hard_cap = 64u * 1024 * 1024;
   Server s(h, o);
   s.start();
@@ -199,7 +182,7 @@ TEST_P(RingSend, MovesWhileSendsWaitForRoomLoseAndRepeatNothing) {
 // goes on serving others, and the stop finds nothing left in flight.
 TEST_P(RingSend, SlowConsumerClosedWhileItsSendWaits) {
   Streamer h;
-  ServerOptions o = options(1);
+  ServerOptions o = send_options(1);
   o.output_hard_cap = 512 * 1024;
   o.output_high_watermark = 256 * 1024;
   o.output_low_watermark = 64 * 1024;
@@ -238,7 +221,7 @@ TEST_P(RingSend, SlowConsumerClosedWhileItsSendWaits) {
 TEST_P(RingSend, StopWhileSendsWaitForRoomEndsEveryConnection) {
   const std::size_t fds_before = esockets::test::open_fd_count();
   Streamer h;
-  ServerOptions o = options(2);
+  ServerOptions o = send_options(2);
   o.shutdown_timeout = 300ms;
   {
     Server s(h, o);
@@ -262,9 +245,7 @@ TEST_P(RingSend, StopWhileSendsWaitForRoomEndsEveryConnection) {
       << fds_before;
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, RingSend,
-                         ::testing::Values(Param{Backend::epoll, 0}, Param{Backend::io_uring, 0},
-                                           Param{Backend::epoll, 2}, Param{Backend::io_uring, 2}),
-                         param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, RingSend, esockets::test::all_backend_modes(),
+                         esockets::test::backend_mode_name);
 
 }  // namespace
