@@ -84,7 +84,9 @@ Shard::Shard(ServerCore& core, std::uint32_t index, const std::vector<int>& list
 }
 
 Shard::~Shard() {
-  // Threads are joined; free whatever is still queued or held.
+  // Threads are joined; free whatever is still queued or held. The ring goes first: a send
+  // still parked in it would read the blocks freed below.
+  ring_.reset();
   Command cmd{};
   while (inbox_ && inbox_->pop(cmd)) dispose(cmd);
   for (auto& q : from_workers_) {
@@ -125,7 +127,6 @@ Shard::~Shard() {
   }
   for (const auto& [fd, p] : pending_) ::close(fd);  // (stop closed them; the listeners may be gone)
   if (epfd_ >= 0) ::close(epfd_);
-  ring_.reset();  // its operations end with it; then what their sends read can go
   for (auto& [tag, chain] : ring_orphans_) free_chain(chain);
 }
 

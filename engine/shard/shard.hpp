@@ -254,6 +254,11 @@ class Shard {
   void ring_send(Conn* c);  // from flush(): the queue's head goes out with the next enter
   void ring_sent(std::uint64_t tag, int res);
   bool ring_sends_settled() const { return ring_orphans_.empty(); }
+  /// Before a socket that ring operations were queued for is closed: they are submitted
+  /// first, or the kernel would resolve its fd number to whatever socket gets it next.
+  void ring_before_close() {
+    if (ring_ && !ring_->all_submitted()) ring_->submit();
+  }
   void ring_accepted(std::size_t li, int fd);
   void ring_interest(Conn* c);
   void ring_detach(Conn* c);

@@ -206,6 +206,7 @@ void Shard::close_refused(int fd) {
     if (n <= 0) break;
   }
   ::shutdown(fd, SHUT_WR);
+  ring_before_close();
   ::close(fd);
 }
 
@@ -225,6 +226,7 @@ void Shard::setup_accepted(int fd, const PeerAddress& peer, std::uint16_t li,
     warn(WarningCode::io_error, Severity::error, {}, err,
          errno_message("epoll_ctl(ADD) failed for an accepted socket", err));
     table_.clear(static_cast<std::uint32_t>(fd));
+    ring_before_close();
     ::close(fd);
     core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
     core_.listener(li).connections.fetch_sub(1, std::memory_order_relaxed);

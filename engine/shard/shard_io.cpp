@@ -375,7 +375,9 @@ void Shard::finish_close(Conn* c) {
   const bool linger = !c->peer_eof && c->reason != CloseReason::reset &&
                       c->reason != CloseReason::io_error;
   retire(c, c->reason);
-  if (!linger || c->hup || !c->registered) {
+  // epoll's hup is a full hang-up: nothing to drain. io_uring reports a bare FIN as one too,
+  // and unread input may still be there: it lingers, or close() would answer with RST.
+  if (!linger || (c->hup && !ring_) || !c->registered) {
     close_fd(c);
     return;
   }
@@ -439,6 +441,7 @@ void Shard::close_fd(Conn* c) {
   // The ring's operations hold the socket until they end: cancel them (by tag, so a later
   // socket on this fd number is not touched); they complete into nothing.
   if (ring_) ring_detach(c);
+  ring_before_close();
   ::close(fd);  // also leaves the epoll set
   core_.fds_in_use().fetch_sub(1, std::memory_order_relaxed);
   core_.listener(c->pub.listener_).connections.fetch_sub(1, std::memory_order_relaxed);
@@ -467,6 +470,13 @@ void Shard::close_slow_consumer(Conn* c) {
   drop_output(c);
   c->write_stall_tick = 0;
   trim_pending_ = true;
+  if (c->state == ConnState::closing) {
+    // Closing already (a stop flushing it): it takes no more output (accepts_output), or the
+    // client would see what follows with a gap before it; it ends as what it is.
+    c->reason = CloseReason::slow_consumer;
+    mark_dirty(c);
+    return;
+  }
   begin_close(c, CloseReason::slow_consumer);
 }
 

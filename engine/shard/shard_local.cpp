@@ -48,7 +48,8 @@ SendStatus Shard::send_local(ConnectionId id, const char* p, std::size_t n) {
     close_slow_consumer(c);
     return SendStatus::slow_consumer;
   }
-  if (n >= kDirectWriteMin && c->out.empty() && !c->moving && c->registered) {
+  if (n >= kDirectWriteMin && c->out.empty() && !c->moving && c->registered &&
+      !c->send_armed) {  // (io_uring: a send still in flight goes first)
     // A large send with nothing queued ahead of it: write it now from the caller's buffer
     // (bulk echo would otherwise copy every byte into the queue first). Small sends keep
     // being batched into one sendmsg per pass.

@@ -154,6 +154,7 @@ void Shard::ring_sent(std::uint64_t tag, int res) {
     ring_orphans_.pop_back();
     orphaned = true;
   }
+  if (orphaned && res > 0) counters_.bytes_out.add(static_cast<std::size_t>(res));
   Conn* c = ring_conn(tag);
   if (c == nullptr) return;
   c->send_armed = false;
