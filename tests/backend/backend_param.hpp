@@ -4,8 +4,15 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "esockets/esockets.hpp"
 #include "test_support.hpp"
@@ -61,5 +68,80 @@ class BackendModeTest : public ::testing::TestWithParam<BackendMode> {
     return o;
   }
 };
+
+/// BackendModeTest whose servers have a small SO_SNDBUF: most of a large reply waits in the
+/// server's own queue (its send parked, on io_uring) instead of the kernel's.
+class SendingBackendTest : public BackendModeTest {
+ protected:
+  ServerOptions send_options(unsigned shards) const {
+    ServerOptions o = options(shards);
+    o.socket_send_buffer = 32 * 1024;
+    return o;
+  }
+};
+
+/// A 16-byte record "<seq, 15 digits>\n": streams of them show loss, duplication, reorder.
+inline std::string seq_record(std::uint64_t seq) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%015llu\n", static_cast<unsigned long long>(seq));
+  return std::string(b, 16);
+}
+
+/// Reads records up to number `n` (exclusive) in chunks of `chunk` bytes, checking that each
+/// is `next` (advanced as they arrive); sleeps `pause` between chunks. "" or what went wrong.
+inline std::string read_seq_records(Client& c, std::uint64_t n, std::uint64_t& next,
+                                    std::size_t chunk = 16 * 1024,
+                                    std::chrono::milliseconds pause = std::chrono::milliseconds(0)) {
+  std::string got;
+  while (next < n) {
+    const std::size_t want = std::min<std::uint64_t>(chunk / 16, n - next) * 16;
+    got.clear();
+    if (!c.recv_exact(want, got, std::chrono::seconds(10))) {
+      return "stream stopped after " + std::to_string(next + got.size() / 16) + " of " +
+             std::to_string(n) + " records (errno " + std::to_string(errno) + ")";
+    }
+    for (std::size_t off = 0; off < got.size(); off += 16) {
+      const std::uint64_t seq = std::strtoull(got.c_str() + off, nullptr, 10);
+      if (seq != next || got[off + 15] != '\n') {
+        return "record " + std::to_string(next) + " expected, got '" + got.substr(off, 15) +
+               "' (lost, duplicated or reordered)";
+      }
+      ++next;
+    }
+    if (pause.count() > 0) std::this_thread::sleep_for(pause);
+  }
+  return "";
+}
+
+/// Reads every client's records up to `total`, `step` records from each in turn (each stream
+/// stays blocked while the others are read), for at most 20 s; `between()` runs after each
+/// round. One entry per client: "" or what went wrong. `next` holds where each one is.
+template <class Between>
+std::vector<std::string> read_streams_in_turn(std::vector<Client>& clients, std::uint64_t total,
+                                              std::vector<std::uint64_t>& next,
+                                              std::uint64_t step, std::size_t chunk,
+                                              Between&& between) {
+  std::vector<std::string> errors(clients.size());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool progress = true;
+  while (progress && std::chrono::steady_clock::now() < deadline) {
+    progress = false;
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+      if (next[i] >= total || !errors[i].empty()) continue;
+      progress = true;
+      const std::uint64_t upto = std::min<std::uint64_t>(total, next[i] + step);
+      errors[i] = read_seq_records(clients[i], upto, next[i], chunk);
+      if (!errors[i].empty()) errors[i] = "client " + std::to_string(i) + ": " + errors[i];
+    }
+    between();
+  }
+  for (std::size_t i = 0; i < clients.size(); ++i) {
+    if (errors[i].empty() && next[i] < total) {
+      errors[i] = "client " + std::to_string(i) + ": " + std::to_string(next[i]) + " of " +
+                  std::to_string(total) + " records in 20 s";
+    }
+  }
+  return errors;
+}
 
 }  // namespace esockets::test

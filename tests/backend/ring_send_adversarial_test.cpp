@@ -39,52 +39,14 @@ using esockets::test::wait_until;
 
 namespace {
 
-class RingSendAdv : public esockets::test::BackendModeTest {
- protected:
-  ServerOptions send_options(unsigned shards) const {
-    ServerOptions o = options(shards);
-    o.socket_send_buffer = 32 * 1024;  // most of a stream waits in our queue, not the kernel's
-    return o;
-  }
-};
-
-// A 16-byte record "<seq, 15 digits>\n".
-std::string record(std::uint64_t seq) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%015llu\n", static_cast<unsigned long long>(seq));
-  return std::string(b, 16);
-}
+using RingSendAdv = esockets::test::SendingBackendTest;
+using esockets::test::seq_record;
 
 std::string records(std::uint64_t from, std::uint64_t n) {
   std::string s;
   s.reserve(n * 16);
-  for (std::uint64_t i = 0; i < n; ++i) s += record(from + i);
+  for (std::uint64_t i = 0; i < n; ++i) s += seq_record(from + i);
   return s;
-}
-
-// Reads up to `n` records; returns "" or what went wrong. `next` is where it stopped.
-std::string read_records(Client& c, std::uint64_t n, std::uint64_t& next,
-                         std::size_t chunk = 16 * 1024,
-                         std::chrono::milliseconds pause = 0ms) {
-  std::string got;
-  while (next < n) {
-    const std::size_t want = std::min<std::uint64_t>(chunk / 16, n - next) * 16;
-    got.clear();
-    if (!c.recv_exact(want, got, 10s)) {
-      return "stream stopped after " + std::to_string(next + got.size() / 16) + " of " +
-             std::to_string(n) + " records (errno " + std::to_string(errno) + ")";
-    }
-    for (std::size_t off = 0; off < got.size(); off += 16) {
-      const std::uint64_t seq = std::strtoull(got.c_str() + off, nullptr, 10);
-      if (seq != next || got[off + 15] != '\n') {
-        return "record " + std::to_string(next) + " expected, got '" + got.substr(off, 15) +
-               "' (lost, duplicated or reordered)";
-      }
-      ++next;
-    }
-    if (pause.count() > 0) std::this_thread::sleep_for(pause);
-  }
-  return "";
 }
 
 // Sends with a bounded retry on backpressure (a worker's sends queue into the shard).
@@ -152,7 +114,7 @@ TEST_P(RingSendAdv, PeerFinWhilePausedThenServerCloseDeliversWholeReply) {
   c.shutdown_write();
   std::this_thread::sleep_for(200ms);  // the server sees the FIN while it does not read
   std::uint64_t next = 0;
-  EXPECT_EQ(read_records(c, kRecords, next), "");
+  EXPECT_EQ(esockets::test::read_seq_records(c, kRecords, next), "");
   if (next == kRecords) {
     EXPECT_EQ(esockets::test::to_string(c.wait_eof(5s)), std::string("eof"));
   }
@@ -188,7 +150,7 @@ TEST_P(RingSendAdv, PeerFinWhilePausedThenStopDeliversWholeReply) {
   std::thread stopper([&] { s.stop(); });
   std::this_thread::sleep_for(100ms);
   std::uint64_t next = 0;
-  EXPECT_EQ(read_records(c, kRecords, next), "");
+  EXPECT_EQ(esockets::test::read_seq_records(c, kRecords, next), "");
   if (next == kRecords) {
     EXPECT_EQ(esockets::test::to_string(c.wait_eof(5s)), std::string("eof"));
   }
@@ -250,14 +212,14 @@ TEST_P(RingSendAdv, WatermarksAlternateAndCountersAddUpWhileSendsPark) {
   ASSERT_TRUE(c.send_line("go " + std::to_string(kRecords)));
   ASSERT_TRUE(wait_until([&] { return h.queued.load() == 1; }, 10s));
   std::uint64_t next = 0;
-  EXPECT_EQ(read_records(c, kRecords, next, 4096, 1ms), "");
+  EXPECT_EQ(esockets::test::read_seq_records(c, kRecords, next, 4096, 1ms), "");
   ASSERT_TRUE(wait_until([&] { return s.stats().total.output_bytes == 0; }, 5s))
       << "output gauge stays at " << s.stats().total.output_bytes;
   // A second round on the same connection: H then L again.
   ASSERT_TRUE(c.send_line("go " + std::to_string(kRecords)));
   ASSERT_TRUE(wait_until([&] { return h.queued.load() == 2; }, 10s));
   next = 0;
-  EXPECT_EQ(read_records(c, kRecords, next, 4096, 1ms), "");
+  EXPECT_EQ(esockets::test::read_seq_records(c, kRecords, next, 4096, 1ms), "");
   ASSERT_TRUE(wait_until([&] { return s.stats().total.output_bytes == 0; }, 5s));
   std::this_thread::sleep_for(50ms);
   {
@@ -304,19 +266,9 @@ TEST_P(RingSendAdv, BroadcastManyBlocksToManyParkedConnectionsWhileResharding) {
     }
   });
   std::vector<std::uint64_t> next(kClients, 0);
-  std::vector<std::string> errors(kClients);
   const std::uint64_t total = kRounds * kPer;
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  bool progress = true;
-  while (progress && std::chrono::steady_clock::now() < deadline) {
-    progress = false;
-    for (int i = 0; i < kClients; ++i) {
-      if (next[i] >= total || !errors[i].empty()) continue;
-      progress = true;
-      const std::uint64_t upto = std::min<std::uint64_t>(total, next[i] + 2048);
-      errors[i] = read_records(clients[i], upto, next[i], 16 * 1024);
-    }
-  }
+  const std::vector<std::string> errors =
+      esockets::test::read_streams_in_turn(clients, total, next, 2048, 16 * 1024, [] {});
   reading = false;
   mover.join();
   for (int i = 0; i < kClients; ++i) {
@@ -355,7 +307,7 @@ TEST_P(RingSendAdv, TakeoverWhileSendsParkLosesAndRepeatsNothing) {
   // Read a little of each so some sends completed and others are parked mid-stream.
   std::vector<std::uint64_t> next(kClients, 0);
   for (int i = 0; i < kClients; ++i) {
-    ASSERT_EQ(read_records(clients[i], 1000 + 300 * i, next[i], 4096), "");
+    ASSERT_EQ(esockets::test::read_seq_records(clients[i], 1000 + 300 * i, next[i], 4096), "");
   }
   ServerOptions no = send_options(2);
   no.output_hard_cap = 64u * 1024 * 1024;
@@ -363,18 +315,8 @@ TEST_P(RingSendAdv, TakeoverWhileSendsParkLosesAndRepeatsNothing) {
   Server new_srv(h_new, no);
   std::thread starter([&] { new_srv.start(); });
   // Keep reading while the takeover runs.
-  std::vector<std::string> errors(kClients);
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  bool progress = true;
-  while (progress && std::chrono::steady_clock::now() < deadline) {
-    progress = false;
-    for (int i = 0; i < kClients; ++i) {
-      if (next[i] >= kRecords || !errors[i].empty()) continue;
-      progress = true;
-      errors[i] = read_records(clients[i], std::min<std::uint64_t>(kRecords, next[i] + 512),
-                               next[i], 4096);
-    }
-  }
+  const std::vector<std::string> errors =
+      esockets::test::read_streams_in_turn(clients, kRecords, next, 512, 4096, [] {});
   starter.join();
   ASSERT_TRUE(wait_until([&] { return !old_srv.running(); }, 10s));
   old_srv.wait();

@@ -31,21 +31,8 @@ using esockets::test::wait_until;
 
 namespace {
 
-class RingSend : public esockets::test::BackendModeTest {
- protected:
-  ServerOptions send_options(unsigned shards) const {
-    ServerOptions o = options(shards);
-    o.socket_send_buffer = 32 * 1024;  // so most of a stream waits in our queue, not the kernel's
-    return o;
-  }
-};
-
-// A 16-byte record "<seq, 15 digits>\n".
-std::string record(std::uint64_t seq) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%015llu\n", static_cast<unsigned long long>(seq));
-  return std::string(b, 16);
-}
+using RingSend = esockets::test::SendingBackendTest;
+using esockets::test::seq_record;
 
 // "go <n>": n records, sent in batches of 1,024 (16 KiB) from the handler. Sends that do not return ok
 // are counted (none are expected unless the test makes the client a slow consumer).
@@ -63,7 +50,7 @@ class Streamer : public esockets::Handler {
     std::string batch;
     for (std::uint64_t seq = 0; seq < n;) {
       batch.clear();
-      for (int k = 0; k < 1024 && seq < n; ++k) batch += record(seq++);
+      for (int k = 0; k < 1024 && seq < n; ++k) batch += seq_record(seq++);
       SendStatus st = c.send(batch);
       // (A worker's sends queue into the shard: a full queue is waited out, bounded.)
       for (int tries = 0; st == SendStatus::backpressure && tries < 10000; ++tries) {
@@ -83,31 +70,6 @@ class Streamer : public esockets::Handler {
     ++disconnects;
   }
 };
-
-// Reads `n` records from `c` in chunks, checking each sequence number; calls between()
-// after every chunk. Returns "" or what went wrong.
-template <class Between>
-std::string read_records(Client& c, std::uint64_t n, std::size_t chunk, Between&& between) {
-  std::uint64_t next = 0;
-  std::string got;
-  while (next < n) {
-    const std::size_t want = std::min<std::uint64_t>(chunk / 16, n - next) * 16;
-    if (!c.recv_exact(want, got, 15s)) {
-      return "stream stopped after " + std::to_string(next) + " of " + std::to_string(n) +
-             " records";
-    }
-    for (std::size_t off = 0; off < got.size(); off += 16) {
-      const std::uint64_t seq = std::strtoull(got.c_str() + off, nullptr, 10);
-      if (seq != next || got[off + 15] != '\n') {
-        return "record " + std::to_string(next) + " expected, got '" + got.substr(off, 15) +
-               "' (lost, duplicated or reordered)";
-      }
-      ++next;
-    }
-    between();
-  }
-  return "";
-}
 
 // Connections move between shards (grow, shrink, rebalance) while each has megabytes queued
 // and its send waits for the client to make room: each stream arrives whole and in order.
@@ -140,34 +102,11 @@ TEST_P(RingSend, MovesWhileSendsWaitForRoomLoseAndRepeatNothing) {
       if (step % 3 == 0) s.rebalance();
     }
   });
-  std::vector<std::string> errors(kClients);
-  // Round-robin over the clients, a chunk each, so every stream stays blocked while others
-  // are read.
+  // A chunk from each client in turn, so every stream stays blocked while others are read;
+  // a pause per round (a shrink takes its grace period) lets several resizes happen.
   std::vector<std::uint64_t> next(kClients, 0);
-  bool progress = true;
-  while (progress) {
-    progress = false;
-    for (int i = 0; i < kClients; ++i) {
-      if (next[i] >= kRecords || !errors[i].empty()) continue;
-      progress = true;
-      const std::uint64_t take = std::min<std::uint64_t>(1024, kRecords - next[i]);
-      std::string got;
-      if (!clients[i].recv_exact(take * 16, got, 15s)) {
-        errors[i] = "client " + std::to_string(i) + ": stream stopped at record " +
-                    std::to_string(next[i]);
-        continue;
-      }
-      for (std::size_t off = 0; off < got.size() && errors[i].empty(); off += 16) {
-        const std::uint64_t seq = std::strtoull(got.c_str() + off, nullptr, 10);
-        if (seq != next[i]) {
-          errors[i] = "client " + std::to_string(i) + ": record " + std::to_string(next[i]) +
-                      " expected, got " + std::to_string(seq);
-        }
-        ++next[i];
-      }
-    }
-    std::this_thread::sleep_for(10ms);  // a shrink takes its grace period: let several happen
-  }
+  const std::vector<std::string> errors = esockets::test::read_streams_in_turn(
+      clients, kRecords, next, 1024, 16 * 1024, [] { std::this_thread::sleep_for(10ms); });
   reading = false;
   mover.join();
   for (const auto& e : errors) EXPECT_EQ(e, "");
@@ -211,7 +150,8 @@ TEST_P(RingSend, SlowConsumerClosedWhileItsSendWaits) {
   Client fine;
   ASSERT_TRUE(fine.connect(s.port()));
   ASSERT_TRUE(fine.send_line("go 1000"));
-  EXPECT_EQ(read_records(fine, 1000, 16000, [] {}), "");
+  std::uint64_t next = 0;
+  EXPECT_EQ(esockets::test::read_seq_records(fine, 1000, next), "");
   s.stop();
   EXPECT_EQ(h.disconnects.load(), 2);
 }
