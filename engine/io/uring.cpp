@@ -165,14 +165,21 @@ void Ring::add_buffers(std::uint16_t group, unsigned count, unsigned size) {
   reg.ring_addr = reinterpret_cast<std::uintptr_t>(mem);
   reg.ring_entries = count;
   reg.bgid = group;
-  if (sys_register(fd_, IORING_REGISTER_PBUF_RING, &reg, 1) != 0) {
-    throw std::system_error(errno, std::generic_category(), "esockets: IORING_REGISTER_PBUF_RING");
+  reg.pad = kPbufRingInc;  // "flags" in 6.12+ headers
+  buf_inc_ = sys_register(fd_, IORING_REGISTER_PBUF_RING, &reg, 1) == 0;
+  if (!buf_inc_) {
+    reg.pad = 0;  // a kernel before 6.12: one buffer per completion
+    if (sys_register(fd_, IORING_REGISTER_PBUF_RING, &reg, 1) != 0) {
+      throw std::system_error(errno, std::generic_category(), "esockets: IORING_REGISTER_PBUF_RING");
+    }
   }
+  buf_off_.assign(count, 0);
   for (unsigned i = 0; i < count; ++i) recycle(static_cast<std::uint16_t>(i));
   publish();
 }
 
 void Ring::recycle(std::uint16_t bid) {
+  buf_off_[bid] = 0;
   io_uring_buf& b = br_[br_tail_ & buf_mask_];
   b.addr = reinterpret_cast<std::uintptr_t>(bufs_ + std::size_t{bid} * buf_size_);
   b.len = buf_size_;

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace esockets::detail {
 
@@ -29,7 +30,10 @@ class Ring {
   Ring& operator=(const Ring&) = delete;
 
   /// Provided buffers: `count` (a power of two) buffers of `size` bytes in group `group`.
+  /// Consumed incrementally where the kernel can (IOU_PBUF_RING_INC, 6.12+): a receive takes
+  /// only the bytes it fills, so small messages share a buffer instead of taking one each.
   void add_buffers(std::uint16_t group, unsigned count, unsigned size);
+  bool incremental_buffers() const { return buf_inc_; }
   /// The calling thread becomes the ring's only submitter.
   void enable();
 
@@ -50,8 +54,19 @@ class Ring {
   template <class Fn>
   unsigned reap(Fn&& fn);
 
-  /// The data of provided buffer `bid`; recycle() gives it back (published by publish()).
-  const char* buffer(std::uint16_t bid) const { return bufs_ + std::size_t{bid} * buf_size_; }
+  /// Where a completion's bytes in provided buffer `bid` start.
+  const char* buffer(std::uint16_t bid) const {
+    return bufs_ + std::size_t{bid} * buf_size_ + (buf_inc_ ? buf_off_[bid] : 0);
+  }
+  /// After a completion's bytes were used: `more` (IORING_CQE_F_BUF_MORE) says the kernel
+  /// goes on filling the buffer behind them; otherwise it comes back (published by publish()).
+  void used(std::uint16_t bid, int res, bool more) {
+    if (buf_inc_ && more) {
+      buf_off_[bid] += res > 0 ? static_cast<unsigned>(res) : 0u;
+      return;
+    }
+    recycle(bid);
+  }
   void recycle(std::uint16_t bid);
   void publish();
   std::uint64_t enters() const { return enters_; }
@@ -110,6 +125,9 @@ class Ring {
   std::size_t bufs_bytes_ = 0;
   unsigned buf_size_ = 0;
   unsigned buf_mask_ = 0;
+  bool buf_inc_ = false;
+  std::vector<unsigned> buf_off_;  // incremental: bytes of each buffer handed out so far
+  static constexpr std::uint16_t kPbufRingInc = 2;  // IOU_PBUF_RING_INC (6.12)
   std::uint16_t br_tail_ = 0;
 };
 

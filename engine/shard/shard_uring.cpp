@@ -42,6 +42,7 @@ constexpr unsigned kBufferCount = 128;
 constexpr std::size_t kMaxBufferSize = 64 * 1024;  // bytes per completion; 8 MiB per shard
 constexpr std::int64_t kAcceptRetryMs = 100;  // as the epoll backend's EMFILE pause
 constexpr std::uint8_t kAcceptsInFlight = 16;  // per listener; within the fd limit's reserve
+constexpr std::uint32_t kCqeBufMore = 1u << 4;  // IORING_CQE_F_BUF_MORE (6.12)
 }  // namespace
 
 void Shard::ring_setup() {
@@ -282,15 +283,16 @@ void Shard::ring_completion(const io_uring_cqe& cqe) {
       Conn* c = ring_conn(cqe.user_data);
       if ((cqe.flags & IORING_CQE_F_BUFFER) != 0) {
         const auto bid = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+        const bool buf_more = (cqe.flags & kCqeBufMore) != 0;
         if (c != nullptr && cqe.res > 0) {
           try {
             ring_received(c, ring_->buffer(bid), static_cast<std::size_t>(cqe.res));
           } catch (...) {
-            ring_->recycle(bid);
+            ring_->used(bid, cqe.res, buf_more);
             throw;
           }
         }
-        ring_->recycle(bid);
+        ring_->used(bid, cqe.res, buf_more);
       }
       if (c == nullptr) return;  // closed, moved or taken over since: nothing to do
       // ring_received may have closed it: look again before touching the record.
