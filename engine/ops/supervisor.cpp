@@ -179,6 +179,8 @@ struct Supervisor::Impl {
     bool take_over_pending = false;
     bool takeover_failed = false;  // a takeover start ended before it was ready: start fresh
     Clock::time_point failed_at{};
+    pid_t takeover_from = 0;  // who listened on the old path when the takeover started (0: unknown)
+    bool retaken = false;     // after a failed takeover, a restarted old child was taken over
     bool waiting_turn = false;  // rolling upgrade: starts once the slot before it is ready
     // This start offers its takeover socket: set at each start, off while another process
     // listens on the path (the old child after a failed takeover, or the new process that
@@ -380,8 +382,11 @@ void Supervisor::Impl::plan_takeovers() {
 void Supervisor::Impl::spawn(Supervisor& sup, unsigned i) {
   Slot& s = slots[i];
   // Probed now, not at run(): an old child may have been restarted, or have ended, since.
-  s.take_over_pending = !opts.server.take_over.empty() && !s.ever_ready && !s.takeover_failed &&
-                        detail::control_socket_live(slot_path(opts.server.take_over, i));
+  const pid_t old_pid = !opts.server.take_over.empty() && !s.ever_ready && !s.takeover_failed
+                            ? detail::control_socket_owner(slot_path(opts.server.take_over, i))
+                            : -1;
+  s.take_over_pending = old_pid >= 0;
+  s.takeover_from = std::max<pid_t>(old_pid, 0);
   const std::string offer_path = slot_path(opts.server.takeover_socket, i);
   s.offer = !opts.server.takeover_socket.empty() &&
             ((s.take_over_pending && offer_path == slot_path(opts.server.take_over, i)) ||
@@ -432,8 +437,15 @@ void Supervisor::Impl::spawn(Supervisor& sup, unsigned i) {
     s.started_once = true;
     s.handed_over_report = false;
   }
+  std::string how;
+  if (s.take_over_pending) {
+    how = " to take over " + slot_path(opts.server.take_over, i) +
+          (s.takeover_from > 0 ? " from pid " + std::to_string(s.takeover_from) : std::string()) +
+          (s.retaken ? " (its first takeover failed and the old supervisor restarted that process)"
+                     : "");
+  }
   emit(sup, {SupervisorEventKind::started, i, pid, 0, s.restarts, milliseconds(0),
-             "process " + std::to_string(i) + " (pid " + std::to_string(pid) + ") started"});
+             "process " + std::to_string(i) + " (pid " + std::to_string(pid) + ") started" + how});
 }
 
 void Supervisor::Impl::child_main(unsigned i, int chan, pid_t parent) {
@@ -756,11 +768,19 @@ int Supervisor::run() {
       // After a failed takeover the old child takes its connections back and listens on P.i
       // again; it keeps P.i (its clients are the ones a next upgrade must reach). Until it does,
       // or takeover_timeout passed (it died), the fresh start waits rather than take the path.
-      if (s.takeover_failed && !s.ever_ready && !m.opts.server.takeover_socket.empty() &&
-          after < s.failed_at + m.opts.server.takeover_timeout &&
-          !detail::control_socket_live(slot_path(m.opts.server.takeover_socket, i))) {
-        s.restart_at = after + milliseconds(20);
-        continue;
+      // If it died and the old supervisor restarted it in that time, the process now on the
+      // old path is another one: it is taken over (once), or this slot would serve beside it
+      // without a path and the next upgrade could not reach it.
+      if (s.takeover_failed && !s.ever_ready && after < s.failed_at + m.opts.server.takeover_timeout) {
+        const pid_t now_on = detail::control_socket_owner(slot_path(m.opts.server.take_over, i));
+        if (!s.retaken && s.takeover_from > 0 && now_on > 0 && now_on != s.takeover_from) {
+          s.takeover_failed = false;
+          s.retaken = true;
+        } else if (!m.opts.server.takeover_socket.empty() &&
+                   !detail::control_socket_live(slot_path(m.opts.server.takeover_socket, i))) {
+          s.restart_at = after + milliseconds(20);
+          continue;
+        }
       }
       if (s.started_once) {
         std::lock_guard lk(m.mu);

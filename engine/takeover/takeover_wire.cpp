@@ -72,11 +72,18 @@ int wait_fd(int fd, short events, Clock::time_point deadline) {
 // Probes a socket file left at a path: true if it is stale (nobody accepts on it), false with
 // `error` if it is live or cannot be judged.
 // A probe connect: 0 if it connected, else its errno (or socket()'s, negated).
-int probe_connect(const sockaddr_un& sun, socklen_t len) {
+// Connects and hangs up: 0, the connect's errno, or -errno if no socket could be made. On a
+// connect `listener` gets the pid that listens there (the credentials it listened with).
+int probe_connect(const sockaddr_un& sun, socklen_t len, pid_t* listener = nullptr) {
   const int probe = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (probe < 0) return -errno;
   const int rc = ::connect(probe, reinterpret_cast<const sockaddr*>(&sun), len);
   const int err = errno;
+  if (rc == 0 && listener != nullptr) {
+    ucred cred{};
+    socklen_t clen = sizeof cred;
+    if (::getsockopt(probe, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) *listener = cred.pid;
+  }
   ::close(probe);
   return rc == 0 ? 0 : err;
 }
@@ -116,6 +123,21 @@ bool control_socket_live(const std::string& path) {
     return false;
   }
   return probe_says_live(probe_connect(sun, len));
+}
+
+pid_t control_socket_owner(const std::string& path) {
+  sockaddr_un sun{};
+  socklen_t len = 0;
+  std::string error;
+  struct stat st {};
+  if (!control_address(path, sun, len, error) || ::lstat(path.c_str(), &st) != 0 ||
+      !S_ISSOCK(st.st_mode)) {
+    return -1;
+  }
+  pid_t pid = 0;
+  const int err = probe_connect(sun, len, &pid);
+  if (!probe_says_live(err)) return -1;
+  return pid > 0 ? pid : 0;
 }
 
 namespace {

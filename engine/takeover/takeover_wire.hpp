@@ -16,6 +16,8 @@
 // what payloads mean is the negotiated protocol version.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -37,6 +39,9 @@ int listen_control(const std::string& path, std::string& error);
 /// True if a process listens on the control socket at `path` (a probe connect succeeds); false
 /// for no file, a stale one, or one that cannot be judged.
 bool control_socket_live(const std::string& path);
+/// The pid of the process listening on the control socket at `path`: -1 if nobody is (as
+/// control_socket_live), 0 if someone is but the probe could not learn who.
+pid_t control_socket_owner(const std::string& path);
 
 /// Accepts one peer on a listen_control fd, waiting at most `timeout`. Returns a non-blocking
 /// close-on-exec fd, or -1 with `error`.

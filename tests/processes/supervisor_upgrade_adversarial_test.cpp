@@ -556,20 +556,22 @@ TEST(SupervisorUpgradeAdversarial, OldChildDyingMidTransferIsNotRestartedIntoALo
   EXPECT_NE(a.terminate(true, 15s), -1) << "the old supervisor did not stop:\n" << a.log();
 }
 
-// Old child 1 dies (SIGKILL) while new slot 0 is taking over old child 0, and the old
-// supervisor's back-off keeps it down until new slot 1 found P.1 stale. New slot 1 serves (the
+// Old child 1 dies (SIGKILL) while new slot 0 is taking over old child 0 (slowed to 100 ms a
+// connection, so the kill lands inside it even on a loaded machine, and old child 1 is gone
+// before slot 1's turn), and the old supervisor's back-off keeps it down until new slot 1 found
+// P.1 stale. New slot 1 serves (the
 // takeover failed, so it starts fresh), and since nobody listens on P.1 any more it must offer
 // P.1 for the next upgrade; the old supervisor's restarted child 1 must not loop. The next
 // upgrade, C from B, must then take over B entirely: B ends with 0 by itself.
 TEST(SupervisorUpgradeAdversarial, OldChildKilledDuringSlotZeroTakeoverLeavesANewSupervisorTheNextUpgradeCanTakeOver) {
   SocketDir dir;
   const std::string ctl = dir.path();
-  Supervised a({"2", "takeover-socket", ctl, "restart-backoff", "2000"});
+  Supervised a({"2", "takeover-socket", ctl, "restart-backoff", "2000", "slow-takeover", "100"});
   const std::uint16_t port = port_of(a.wait_line("all_ready"));
   ASSERT_NE(port, 0) << a.log();
   Fleet fleet;
   ASSERT_TRUE(fleet.connect(port, 12, 2));
-  ASSERT_GE(fleet.on_slot(0), 1u);
+  ASSERT_GE(fleet.on_slot(0), 3u) << "too few clients on slot 0 for a transfer that outlasts the kill";
   ASSERT_GE(fleet.on_slot(1), 1u);
   const std::string alog0 = whole_log(a);
   const int old1 = pid_of(alog0, "ready", 1);
@@ -579,6 +581,10 @@ TEST(SupervisorUpgradeAdversarial, OldChildKilledDuringSlotZeroTakeoverLeavesANe
   ASSERT_FALSE(wait_for(b, "started 0").empty()) << whole_log(b);
   ASSERT_EQ(::kill(old1, SIGKILL), 0);
   const auto killed = Clock::now();
+  // Gone, and the slot-0 transfer still under way: slot 1's turn finds P.1 stale.
+  ASSERT_FALSE(wait_for(a, "exited 1 " + std::to_string(old1)).empty()) << whole_log(a);
+  EXPECT_TRUE(lines_with(whole_log(b), "ready 0").empty())
+      << "slot 0's transfer ended before old child 1 was gone; the test did not test its case";
   ASSERT_FALSE(wait_for(b, "ready 1", 30s).empty()) << whole_log(b);
   ASSERT_FALSE(wait_for(b, "all_ready", 10s).empty()) << whole_log(b);
 
@@ -617,6 +623,64 @@ TEST(SupervisorUpgradeAdversarial, OldChildKilledDuringSlotZeroTakeoverLeavesANe
   EXPECT_EQ(c.terminate(), 0) << c.log();
   EXPECT_NE(b.terminate(true, 15s), -1);
   EXPECT_NE(a.terminate(true, 15s), -1) << "the old supervisor did not stop:\n" << a.log();
+}
+
+// Old child 1 dies just as new slot 1 connects to it (stopped while slot 0 is taken over, killed
+// once slot 1 has started: slot 1 found P.1 live, and its hello goes unanswered). The old
+// supervisor restarts its child 1 within the takeover timeout, and that process takes P.1.
+// New slot 1 must take that one over, not serve beside it without a path: otherwise the next
+// upgrade takes over the old supervisor's child instead of the new one's, and the new supervisor
+// never ends.
+TEST(SupervisorUpgradeAdversarial, OldChildDyingAsSlotOneConnectsIsTakenOverOnceRestarted) {
+  SocketDir dir;
+  const std::string ctl = dir.path();
+  Supervised a({"2", "takeover-socket", ctl, "restart-backoff", "300"});
+  const std::uint16_t port = port_of(a.wait_line("all_ready"));
+  ASSERT_NE(port, 0) << a.log();
+  Fleet fleet;
+  ASSERT_TRUE(fleet.connect(port, 12, 2));
+  ASSERT_GE(fleet.on_slot(0), 1u);
+  ASSERT_GE(fleet.on_slot(1), 1u);
+  const int old1 = pid_of(whole_log(a), "ready", 1);
+  ASSERT_GT(old1, 0);
+
+  Supervised b(upgrade_args("2", port, ctl));
+  ASSERT_FALSE(wait_for(b, "started 0").empty()) << whole_log(b);
+  ASSERT_EQ(::kill(old1, SIGSTOP), 0);
+  ASSERT_FALSE(wait_for(b, "started 1", 30s).empty()) << whole_log(b);
+  ASSERT_EQ(::kill(old1, SIGKILL), 0);
+  ASSERT_FALSE(wait_for(b, "ready 1", 30s).empty()) << whole_log(b) << "\n--- A:\n" << whole_log(a);
+  ASSERT_FALSE(wait_for(b, "all_ready", 10s).empty()) << whole_log(b);
+  const std::string blog1 = whole_log(b);
+  EXPECT_FALSE(lines_with(blog1, "restarting 1 ").empty())
+      << "slot 1's first takeover did not fail; the test did not test its case:\n" << blog1;
+  // The restarted old child 1 was taken over: it handed over, and the old supervisor, with both
+  // slots handed over, ends by itself.
+  EXPECT_FALSE(wait_for(a, "handed_over 1", 20s).empty()) << whole_log(a) << "\n--- B:\n" << blog1;
+  EXPECT_EQ(ends_by_itself(a, 15s), 0) << "the old supervisor did not end by itself:\n" << a.log();
+  EXPECT_TRUE(listens_on(pid_of(blog1, "ready", 1), ctl + ".1")) << "new slot 1 does not offer P.1:\n" << blog1;
+
+  const int new0 = pid_of(blog1, "ready", 0);
+  for (std::size_t i = 0; i < fleet.clients.size(); ++i) {
+    const Fate f = fate_of(fleet.clients[i], i);
+    if (fleet.who_of[i].first == 1) {
+      EXPECT_EQ(f, Fate::closed) << "client " << i << " of the killed child: " << fate_name(f);
+    } else {
+      EXPECT_EQ(f, Fate::served) << "client " << i << " of old child 0: " << fate_name(f);
+      EXPECT_EQ(who(fleet.clients[i]).second, new0) << "client " << i;
+    }
+  }
+  fleet.clients.clear();
+
+  // The next upgrade takes over B entirely.
+  Supervised c(upgrade_args("2", port, ctl));
+  ASSERT_FALSE(wait_for(c, "all_ready", 30s).empty()) << whole_log(c);
+  EXPECT_EQ(ends_by_itself(b, 15s), 0) << "B did not hand everything to C and end by itself:\n"
+                                       << b.log() << "\n--- C:\n" << whole_log(c);
+  EXPECT_EQ(lines_with(b.log(), "handed_over ").size(), 2u) << b.log();
+  EXPECT_EQ(c.terminate(), 0) << c.log();
+  EXPECT_NE(b.terminate(true, 15s), -1);
+  EXPECT_NE(a.terminate(true, 15s), -1);
 }
 
 // Old child 1 is being restarted (it ended, its P.1 is gone, its supervisor's back-off runs)
