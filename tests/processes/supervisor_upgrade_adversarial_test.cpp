@@ -570,7 +570,7 @@ TEST(SupervisorUpgradeAdversarial, OldChildKilledDuringSlotZeroTakeoverLeavesANe
   const std::uint16_t port = port_of(a.wait_line("all_ready"));
   ASSERT_NE(port, 0) << a.log();
   Fleet fleet;
-  ASSERT_TRUE(fleet.connect(port, 12, 2));
+  ASSERT_TRUE(fleet.connect(port, 12, 3));  // slot 0's transfer takes 300 ms or more
   ASSERT_GE(fleet.on_slot(0), 3u) << "too few clients on slot 0 for a transfer that outlasts the kill";
   ASSERT_GE(fleet.on_slot(1), 1u);
   const std::string alog0 = whole_log(a);
