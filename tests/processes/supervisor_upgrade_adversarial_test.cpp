@@ -556,6 +556,21 @@ TEST(SupervisorUpgradeAdversarial, OldChildDyingMidTransferIsNotRestartedIntoALo
   EXPECT_NE(a.terminate(true, 15s), -1) << "the old supervisor did not stop:\n" << a.log();
 }
 
+// Old child 1 was killed: its clients see a close; those of old child 0 are served by new
+// slot 0 (pid new0). The fleet's clients are closed after.
+void expect_killed_child1_closed_child0_moved(Fleet& fleet, int new0) {
+  for (std::size_t i = 0; i < fleet.clients.size(); ++i) {
+    const Fate f = fate_of(fleet.clients[i], i);
+    if (fleet.who_of[i].first == 1) {
+      EXPECT_EQ(f, Fate::closed) << "client " << i << " of the killed child: " << fate_name(f);
+    } else {
+      EXPECT_EQ(f, Fate::served) << "client " << i << " of old child 0: " << fate_name(f);
+      EXPECT_EQ(who(fleet.clients[i]).second, new0) << "client " << i;
+    }
+  }
+  fleet.clients.clear();
+}
+
 // Old child 1 dies (SIGKILL) while new slot 0 is taking over old child 0 (slowed to 100 ms a
 // connection, so the kill lands inside it even on a loaded machine, and old child 1 is gone
 // before slot 1's turn), and the old supervisor's back-off keeps it down until new slot 1 found
@@ -590,16 +605,7 @@ TEST(SupervisorUpgradeAdversarial, OldChildKilledDuringSlotZeroTakeoverLeavesANe
 
   // Clients of the killed child see a close; those of old child 0 are served by new slot 0.
   const int new0 = pid_of(whole_log(b), "ready", 0);
-  for (std::size_t i = 0; i < fleet.clients.size(); ++i) {
-    const Fate f = fate_of(fleet.clients[i], i);
-    if (fleet.who_of[i].first == 1) {
-      EXPECT_EQ(f, Fate::closed) << "client " << i << " of the killed child: " << fate_name(f);
-    } else {
-      EXPECT_EQ(f, Fate::served) << "client " << i << " of old child 0: " << fate_name(f);
-      EXPECT_EQ(who(fleet.clients[i]).second, new0) << "client " << i;
-    }
-  }
-  fleet.clients.clear();
+  expect_killed_child1_closed_child0_moved(fleet, new0);
 
   // The old supervisor restarts its child 1 after its 2 s back-off; 4 s later it has not looped.
   std::this_thread::sleep_until(killed + 6s);
@@ -661,16 +667,7 @@ TEST(SupervisorUpgradeAdversarial, OldChildDyingAsSlotOneConnectsIsTakenOverOnce
   EXPECT_TRUE(listens_on(pid_of(blog1, "ready", 1), ctl + ".1")) << "new slot 1 does not offer P.1:\n" << blog1;
 
   const int new0 = pid_of(blog1, "ready", 0);
-  for (std::size_t i = 0; i < fleet.clients.size(); ++i) {
-    const Fate f = fate_of(fleet.clients[i], i);
-    if (fleet.who_of[i].first == 1) {
-      EXPECT_EQ(f, Fate::closed) << "client " << i << " of the killed child: " << fate_name(f);
-    } else {
-      EXPECT_EQ(f, Fate::served) << "client " << i << " of old child 0: " << fate_name(f);
-      EXPECT_EQ(who(fleet.clients[i]).second, new0) << "client " << i;
-    }
-  }
-  fleet.clients.clear();
+  expect_killed_child1_closed_child0_moved(fleet, new0);
 
   // The next upgrade takes over B entirely.
   Supervised c(upgrade_args("2", port, ctl));
