@@ -102,7 +102,12 @@ class PauseReplyClose : public esockets::Handler {
 TEST_P(RingSendAdv, PeerFinWhilePausedThenServerCloseDeliversWholeReply) {
   constexpr std::uint64_t kRecords = 64 * 1024;  // 1 MiB
   PauseReplyClose h(kRecords, true);
-  Server s(h, send_options(1));
+  ServerOptions o = send_options(1);
+  // The close's flush waits for a client that starts reading only after its pauses below: the
+  // test options' 300 ms (no write progress for that long ends a closing connection) would
+  // cut the reply on a slow machine (and did, under ASan, every other run).
+  o.linger_timeout = 10s;
+  Server s(h, o);
   s.start();
   Client c;
   c.set_rcvbuf(16 * 1024);
