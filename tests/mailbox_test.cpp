@@ -147,7 +147,7 @@ TEST(Mailbox, SharedPayloadFreedByLastReleaser) {
   release_shared_payload(shared);
   dispose(Command{0, blk, 3, CommandKind::send, 0});
   dispose(Command{0, nullptr, 0, CommandKind::close, 0});
-  dispose(Event{0, std::malloc(10), 10, EventKind::message, 0});
+  dispose(Event{0, make_shared_payload("0123456789", 10, 1), 10, EventKind::message, 0});
   dispose(Event{0, new ConnectInfo{PeerAddress{}, 0, std::make_unique<ProxyInfo>()}, 0,
                 EventKind::connect, 0});
 }

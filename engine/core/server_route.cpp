@@ -14,6 +14,18 @@
 namespace esockets::detail {
 
 SendBlock* ServerCore::make_send_block(Bytes bytes, bool framed) const {
+  if (!framed && bytes.size() > SendQueue::kShareMin) {
+    // A worker's handler sending (part of) the message it was given: reference, not copy.
+    if (SharedPayload* lent = lent_payload()) {
+      const auto at = reinterpret_cast<std::uintptr_t>(bytes.data());
+      const auto base = reinterpret_cast<std::uintptr_t>(lent->data());
+      if (at >= base && at + bytes.size() <= base + lent->len) {
+        retain_shared_payload(lent);
+        return make_shared_block(lent, static_cast<std::uint32_t>(at - base),
+                                 static_cast<std::uint32_t>(bytes.size()));
+      }
+    }
+  }
   char hdr[8];
   bool trailer = false;
   std::size_t hlen = 0;

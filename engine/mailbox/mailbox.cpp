@@ -34,7 +34,7 @@ void dispose(const Command& c) {
 void dispose(const Event& e) {
   if (e.data == nullptr) return;
   if (e.kind == EventKind::connect) delete static_cast<ConnectInfo*>(e.data);
-  if (e.kind == EventKind::message) std::free(e.data);
+  if (e.kind == EventKind::message) release_shared_payload(static_cast<SharedPayload*>(e.data));
   if (e.kind == EventKind::post) delete static_cast<PostedFn*>(e.data);
 }
 

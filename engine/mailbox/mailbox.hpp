@@ -26,7 +26,7 @@ namespace esockets::detail {
 
 enum class EventKind : std::uint8_t {
   connect,      // data: ConnectInfo* (new'd), fd in `len`
-  message,      // data: malloc'd bytes of len
+  message,      // data: SharedPayload* (one reference) holding len bytes
   disconnect,   // reason
   output_high,  // queued output crossed the high watermark
   output_low,   // ... and fell below the low watermark again

@@ -258,17 +258,21 @@ void Worker::process_event(unsigned shard, const Event& e) {
       return;
     }
     case EventKind::message: {
+      auto* payload = static_cast<SharedPayload*>(e.data);
       auto it = conns_.find(e.id);
       if (it != conns_.end() && !it->second.refused && !it->second.failed) {
+        // While the handler runs, a send of bytes of its message references them (no copy).
+        lent_payload() = payload;
         try {
-          h.on_message_recv(it->second.pub, std::string_view(static_cast<char*>(e.data), e.len));
+          h.on_message_recv(it->second.pub, std::string_view(payload->data(), payload->len));
         } catch (const std::exception& ex) {
           fail(it->second, "on_message_recv", ex.what());
         } catch (...) {
           fail(it->second, "on_message_recv", "non-std exception");
         }
+        lent_payload() = nullptr;
       }
-      std::free(e.data);
+      release_shared_payload(payload);
       return;
     }
     case EventKind::disconnect: {

@@ -19,9 +19,12 @@ SendBlock* make_block(std::size_t cap) {
   return b;
 }
 
-SendBlock* make_shared_block(SharedPayload* p) {
+SendBlock* make_shared_block(SharedPayload* p) { return make_shared_block(p, 0, p->len); }
+
+SendBlock* make_shared_block(SharedPayload* p, std::uint32_t offset, std::uint32_t n) {
   SendBlock* b = make_block(0);
-  b->end = b->cap = p->len;
+  b->begin = offset;
+  b->end = b->cap = offset + n;
   b->shared = p;
   return b;
 }
@@ -47,9 +50,99 @@ void retain_shared_payload(SharedPayload* s, std::uint32_t n) {
 
 void release_shared_payload(SharedPayload* s) {
   if (s->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (s->pool != nullptr) {
+      s->pool->give_back(s);
+      return;
+    }
     s->~SharedPayload();
     std::free(s);
   }
+}
+
+SharedPayload*& lent_payload() {
+  thread_local SharedPayload* lent = nullptr;
+  return lent;
+}
+
+PayloadPool* PayloadPool::open(std::size_t capacity) { return new PayloadPool(capacity); }
+
+SharedPayload* PayloadPool::get() {
+  if (idle_.empty()) take_returned();
+  SharedPayload* p = nullptr;
+  if (!idle_.empty()) {
+    p = idle_.back();
+    idle_.pop_back();
+  } else {
+    void* mem = std::malloc(sizeof(SharedPayload) + cap_);
+    if (mem == nullptr) throw std::bad_alloc();
+    p = new (mem) SharedPayload;
+    p->pool = this;
+    refs_.fetch_add(1, std::memory_order_relaxed);
+  }
+  p->refs.store(1, std::memory_order_relaxed);
+  p->len = 0;
+  p->next = nullptr;
+  return p;
+}
+
+void PayloadPool::take_returned() {
+  // The acquire pairs with give_back's release: the giver's last reads of the bytes happen
+  // before we write into them again.
+  SharedPayload* p = returned_.exchange(nullptr, std::memory_order_acquire);
+  while (p != nullptr) {
+    SharedPayload* next = p->next;
+    if (idle_.size() < kKeepIdle) {
+      idle_.push_back(p);
+    } else {
+      p->~SharedPayload();
+      std::free(p);
+      unref();
+    }
+    p = next;
+  }
+}
+
+void PayloadPool::give_back(SharedPayload* p) {
+  // Hold a reference while we look at closed_: the owner may close and every other buffer
+  // may be freed meanwhile.
+  refs_.fetch_add(1, std::memory_order_relaxed);
+  SharedPayload* head = returned_.load(std::memory_order_relaxed);
+  do {
+    p->next = head;
+  } while (!returned_.compare_exchange_weak(head, p, std::memory_order_seq_cst,
+                                            std::memory_order_relaxed));
+  // Either close() sees our push when it empties the stack, or we see closed_ and empty it
+  // ourselves (both sides seq_cst: one of the two orders holds).
+  if (closed_.load(std::memory_order_seq_cst)) {
+    free_list(returned_.exchange(nullptr, std::memory_order_seq_cst));
+  }
+  unref();
+}
+
+void PayloadPool::close() {
+  closed_.store(true, std::memory_order_seq_cst);
+  for (SharedPayload* p : idle_) {
+    p->~SharedPayload();
+    std::free(p);
+    unref();
+  }
+  std::vector<SharedPayload*>().swap(idle_);
+  free_list(returned_.exchange(nullptr, std::memory_order_seq_cst));
+  unref();
+}
+
+void PayloadPool::free_list(SharedPayload* p) {
+  while (p != nullptr) {
+    SharedPayload* next = p->next;
+    p->~SharedPayload();
+    std::free(p);
+    unref();
+    p = next;
+  }
+}
+
+void PayloadPool::unref() {
+  if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
 }
 
 BlockPool::~BlockPool() { trim(); }

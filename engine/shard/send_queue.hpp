@@ -13,16 +13,60 @@
 
 namespace esockets::detail {
 
-// A payload shared by many recipients' queues (multicast): one copy of the bytes, freed by
-// whichever thread drops the last reference.
+class PayloadPool;
+
+// Bytes shared by reference: one copy for many recipients' queues (multicast), or a message
+// lent to a worker that its handler may send on without copying. Whichever thread drops the
+// last reference frees it, or gives it back to the pool it came from.
 struct SharedPayload {
   std::atomic<std::uint32_t> refs;
   std::uint32_t len;
+  PayloadPool* pool = nullptr;       // where it goes back when unreferenced (nullptr: freed)
+  SharedPayload* next = nullptr;     // (in the pool's lists)
   char* data() { return reinterpret_cast<char*>(this + 1); }
 };
 SharedPayload* make_shared_payload(const char* p, std::uint32_t n, std::uint32_t refs);
 void retain_shared_payload(SharedPayload* s, std::uint32_t n = 1);
 void release_shared_payload(SharedPayload* s);
+
+/// The message a worker's handler is running on (this thread's; nullptr outside a handler):
+/// a send of bytes inside it references them instead of copying (ServerCore::make_send_block).
+SharedPayload*& lent_payload();
+
+// Buffers of one size that a shard fills with input for workers and gets back from whichever
+// thread drops the last reference (a worker after its handler, a shard after the send that
+// reused the bytes), so a steady stream of large messages allocates nothing. Without it every
+// message was a large malloc on the shard and a free on the worker: glibc gave the memory back
+// (madvise) and faulted it in again each time, which cost more than the copies.
+//
+// Thread: get() and close() on the owner shard's thread; give_back() from any thread. The pool
+// is freed when it is closed and its last buffer is gone (each buffer holds a reference).
+class PayloadPool {
+ public:
+  /// A pool of buffers of `capacity` bytes, referenced once by the caller (close() drops it).
+  static PayloadPool* open(std::size_t capacity);
+  std::size_t capacity() const { return cap_; }
+  /// Owner: an unreferenced-by-others buffer (refs 1, len 0) of capacity() bytes.
+  SharedPayload* get();
+  /// Owner: no more get(); frees every idle buffer; buffers still out are freed as they come
+  /// back, and the pool with the last of them.
+  void close();
+  /// Any thread, from release_shared_payload: `p` is unreferenced.
+  void give_back(SharedPayload* p);
+
+ private:
+  explicit PayloadPool(std::size_t capacity) : cap_(capacity) {}
+  void take_returned();
+  void free_list(SharedPayload* head);
+  void unref();
+
+  static constexpr std::size_t kKeepIdle = 64;  // idle buffers kept for reuse, at most
+  const std::size_t cap_;
+  std::atomic<std::uint32_t> refs_{1};          // the owner's, and one per buffer not freed
+  std::atomic<bool> closed_{false};
+  std::atomic<SharedPayload*> returned_{nullptr};  // given back by any thread (a stack)
+  std::vector<SharedPayload*> idle_;            // owner only
+};
 
 // One block: header followed by cap bytes, or (shared != nullptr) a header that lends a
 // reference to a SharedPayload's bytes. Made by make_block() on any thread.
@@ -40,6 +84,9 @@ struct SendBlock {
 SendBlock* make_block(std::size_t cap);
 /// A block that queues `p`'s bytes without copying them; takes over one reference.
 SendBlock* make_shared_block(SharedPayload* p);
+/// A block that queues bytes [offset, offset + n) of `p` without copying them; takes over one
+/// reference.
+SendBlock* make_shared_block(SharedPayload* p, std::uint32_t offset, std::uint32_t n);
 /// Frees a block (and drops its payload reference if it is shared).
 void free_block(SendBlock* b);
 /// Frees a chain of blocks linked by next (SendQueue::release()).

@@ -74,6 +74,7 @@ Shard::Shard(ServerCore& core, std::uint32_t index, const std::vector<int>& list
   }
   rbuf_size_ = o.read_chunk;
   rbuf_.reset(new char[rbuf_size_]);
+  open_payloads();
   cmd_batch_.resize(kCommandBatch);
   timeouts_enabled_ = o.idle_timeout.count() > 0 || o.frame_timeout.count() > 0 ||
                       o.write_timeout.count() > 0;
@@ -128,6 +129,21 @@ Shard::~Shard() {
   for (const auto& [fd, p] : pending_) ::close(fd);  // (stop closed them; the listeners may be gone)
   if (epfd_ >= 0) ::close(epfd_);
   for (auto& [tag, chain] : ring_orphans_) free_chain(chain);
+  close_payloads();
+}
+
+void Shard::open_payloads() {
+  const auto& o = core_.options();
+  if (o.workers == 0 || payloads_ != nullptr) return;
+  payloads_ = PayloadPool::open(o.read_chunk);
+  lend_reads_ = o.framing == Framing::raw && core_.backend() == Backend::epoll;
+}
+
+void Shard::close_payloads() {
+  if (lend_ != nullptr) release_shared_payload(lend_);
+  lend_ = nullptr;
+  if (payloads_ != nullptr) payloads_->close();  // buffers still with workers free themselves
+  payloads_ = nullptr;
 }
 
 void Shard::start() {

@@ -372,6 +372,15 @@ class Shard {
   std::unique_ptr<char[]> rbuf_;
   std::size_t rbuf_size_ = 0;
   BlockPool pool_;
+  // With workers: buffers of read_chunk bytes that large messages travel to workers in (see
+  // PayloadPool); with raw framing on epoll, reads go straight into lend_, which becomes the
+  // message when the read is large enough (no copy on the way in).
+  PayloadPool* payloads_ = nullptr;
+  SharedPayload* lend_ = nullptr;
+  bool lend_reads_ = false;
+  void open_payloads();
+  void close_payloads();
+  SharedPayload* message_payload(std::string_view frame);
   std::vector<Conn*> dirty_;
   std::vector<ConnectionId> resumes_;  // held frames to deliver from the loop, not a callback
   Conn* delivering_ = nullptr;         // the connection whose frames are being delivered

@@ -39,11 +39,17 @@ void Shard::readable(Conn* c) {
     if (table_.find(id, index_) != c || !c->reading() || c->frame.has_pending_frames()) return;
   }
   for (int i = 0; i < kReadBudget; ++i) {
-    ssize_t n = ::recv(c->fd(), rbuf_.get(), rbuf_size_, 0);
+    char* buf = rbuf_.get();
+    if (lend_reads_) {
+      // Raw framing with workers: a large read is handed over as it is (message_payload).
+      if (lend_ == nullptr) lend_ = payloads_->get();
+      buf = lend_->data();
+    }
+    ssize_t n = ::recv(c->fd(), buf, rbuf_size_, 0);
     if (n > 0) {
       counters_.bytes_in.add(static_cast<std::uint64_t>(n));
       c->last_read_tick = tick();
-      deliver(c, rbuf_.get(), static_cast<std::size_t>(n));
+      deliver(c, buf, static_cast<std::size_t>(n));
       if (table_.find(id, index_) != c) return;
       if (c->frame.buffered() == 0) {
         c->frame_start_tick = 0;
@@ -93,19 +99,17 @@ bool Shard::deliver_frame(Conn* c, std::string_view frame) {
     call_handler(c, [&] { core_.handler().on_message_recv(c->pub, frame); });
     return c->reading();
   }
-  void* copy = nullptr;
-  if (!frame.empty()) {
-    copy = std::malloc(frame.size());
-    if (copy == nullptr) {
-      warn(WarningCode::out_of_memory, Severity::error, c->id(), 0,
-           "out of memory copying a message for " + c->pub.getip());
-      begin_close(c, CloseReason::io_error);
-      return false;
-    }
-    std::memcpy(copy, frame.data(), frame.size());
+  SharedPayload* payload = nullptr;
+  try {
+    payload = message_payload(frame);
+  } catch (const std::bad_alloc&) {
+    warn(WarningCode::out_of_memory, Severity::error, c->id(), 0,
+         "out of memory copying a message for " + c->pub.getip());
+    begin_close(c, CloseReason::io_error);
+    return false;
   }
   Outbox& ob = outboxes_[c->worker];
-  emit(c->worker, Event{c->id().value(), copy, static_cast<std::uint32_t>(frame.size()),
+  emit(c->worker, Event{c->id().value(), payload, static_cast<std::uint32_t>(frame.size()),
                         EventKind::message, 0});
   if (ob.size() > to_workers_[c->worker]->write_available() && !c->flow_paused) {
     // The worker is behind: stop reading this client (TCP pushes back) until it catches up,
@@ -114,6 +118,27 @@ bool Shard::deliver_frame(Conn* c, std::string_view frame) {
     flow_pause(c, ob.flow_paused);
   }
   return c->reading();
+}
+
+SharedPayload* Shard::message_payload(std::string_view frame) {
+  // A message for a worker, which its handler may send on without a copy (lent_payload()).
+  // Large ones go in the pool's buffers (a quarter full at least, so queued messages hold at
+  // most 4x their bytes): the read buffer itself when the message is a whole raw read, else a
+  // copy. Small ones are copied into a block of their own size.
+  const std::size_t n = frame.size();
+  if (payloads_ == nullptr || n < payloads_->capacity() / 4 || n > payloads_->capacity()) {
+    return make_shared_payload(frame.data(), static_cast<std::uint32_t>(n), 1);
+  }
+  SharedPayload* p = nullptr;
+  if (lend_ != nullptr && frame.data() == lend_->data()) {
+    p = lend_;
+    lend_ = nullptr;  // the next read gets another
+  } else {
+    p = payloads_->get();
+    std::memcpy(p->data(), frame.data(), n);
+  }
+  p->len = static_cast<std::uint32_t>(n);
+  return p;
 }
 
 void Shard::deliver(Conn* c, const char* p, std::size_t n) {

@@ -155,6 +155,7 @@ void Shard::release() {
   rbuf_.reset();
   rbuf_size_ = 0;
   pool_.trim();
+  close_payloads();
   remote_.clear();
   std::vector<Conn*>().swap(dirty_);
   std::vector<ConnectionId>().swap(timed_);
@@ -182,6 +183,7 @@ void Shard::revive(const std::vector<int>& listen_fds) {
   for (auto& d : drain_wanted_) d->store(false, std::memory_order_relaxed);
   rbuf_size_ = o.read_chunk;
   rbuf_.reset(new char[rbuf_size_]);
+  open_payloads();
   cmd_batch_.resize(kCommandBatch);
   if (core_.backend() == Backend::io_uring) ring_setup();  // enabled by the new thread
   listeners_.clear();
