@@ -16,10 +16,14 @@ namespace esockets::detail {
 SendBlock* ServerCore::make_send_block(Bytes bytes, bool framed) const {
   if (!framed && bytes.size() > SendQueue::kShareMin) {
     // A worker's handler sending (part of) the message it was given: reference, not copy.
+    // Only a quarter of the buffer or more: a queued reference keeps the whole buffer alive,
+    // and the output caps count the bytes sent, so a small slice is copied (a queue holds at
+    // most 4x the bytes it counts).
     if (SharedPayload* lent = lent_payload()) {
       const auto at = reinterpret_cast<std::uintptr_t>(bytes.data());
       const auto base = reinterpret_cast<std::uintptr_t>(lent->data());
-      if (at >= base && at + bytes.size() <= base + lent->len) {
+      const std::size_t held = lent->pool != nullptr ? lent->pool->capacity() : lent->len;
+      if (at >= base && at + bytes.size() <= base + lent->len && bytes.size() * 4 >= held) {
         retain_shared_payload(lent);
         return make_shared_block(lent, static_cast<std::uint32_t>(at - base),
                                  static_cast<std::uint32_t>(bytes.size()));
@@ -175,7 +179,9 @@ MulticastResult ServerCore::multicast(std::span<const ConnectionId> ids, Bytes b
     r.backpressure = ids.size();  // too long for the length prefix: nothing can be sent
     return r;
   }
-  SharedPayload* payload = make_shared_payload(framed_block->data(), framed_block->size(), 1);
+  // (The block may reference a worker's message at an offset: its bytes start at begin.)
+  SharedPayload* payload = make_shared_payload(framed_block->data() + framed_block->begin,
+                                               framed_block->size(), 1);
   free_block(framed_block);
   const ThreadContext& ctx = tls_context;
   const int own = ctx.core == this ? ctx.shard : -1;

@@ -72,6 +72,7 @@ SharedPayload* PayloadPool::get() {
   if (!idle_.empty()) {
     p = idle_.back();
     idle_.pop_back();
+    parked_.fetch_sub(1, std::memory_order_relaxed);
   } else {
     void* mem = std::malloc(sizeof(SharedPayload) + cap_);
     if (mem == nullptr) throw std::bad_alloc();
@@ -90,19 +91,20 @@ void PayloadPool::take_returned() {
   // before we write into them again.
   SharedPayload* p = returned_.exchange(nullptr, std::memory_order_acquire);
   while (p != nullptr) {
-    SharedPayload* next = p->next;
-    if (idle_.size() < kKeepIdle) {
-      idle_.push_back(p);
-    } else {
-      p->~SharedPayload();
-      std::free(p);
-      unref();
-    }
-    p = next;
+    idle_.push_back(p);  // (at most kKeepIdle: give_back frees the rest)
+    p = p->next;
   }
 }
 
 void PayloadPool::give_back(SharedPayload* p) {
+  if (parked_.fetch_add(1, std::memory_order_relaxed) >= kKeepIdle) {
+    // Enough idle already: a burst's buffers are not hoarded once it is over.
+    parked_.fetch_sub(1, std::memory_order_relaxed);
+    p->~SharedPayload();
+    std::free(p);
+    unref();
+    return;
+  }
   // Hold a reference while we look at closed_: the owner may close and every other buffer
   // may be freed meanwhile.
   refs_.fetch_add(1, std::memory_order_relaxed);

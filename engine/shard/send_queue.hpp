@@ -60,9 +60,10 @@ class PayloadPool {
   void free_list(SharedPayload* head);
   void unref();
 
-  static constexpr std::size_t kKeepIdle = 64;  // idle buffers kept for reuse, at most
+  static constexpr std::uint32_t kKeepIdle = 64;  // idle buffers kept for reuse, at most
   const std::size_t cap_;
   std::atomic<std::uint32_t> refs_{1};          // the owner's, and one per buffer not freed
+  std::atomic<std::uint32_t> parked_{0};        // buffers idle (returned_ and idle_)
   std::atomic<bool> closed_{false};
   std::atomic<SharedPayload*> returned_{nullptr};  // given back by any thread (a stack)
   std::vector<SharedPayload*> idle_;            // owner only
