@@ -208,6 +208,7 @@ class Shard {
   void flow_resume(std::vector<ConnectionId>& list);
   void writable(Conn* c);
   void flush(Conn* c);
+  void output_sent(Conn* c, std::size_t n);  // n bytes of the head went out: account, refresh
   void append(Conn* c, const char* p, std::size_t n);
   void adopt(Conn* c, SendBlock* b);
   bool over_cap(Conn* c, std::size_t more);

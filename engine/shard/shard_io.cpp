@@ -302,14 +302,7 @@ void Shard::flush(Conn* c) {
     if (n > 0) {
       std::size_t gathered = 0;
       for (int i = 0; i < cnt; ++i) gathered += iov[i].iov_len;
-      c->out.consume(static_cast<std::size_t>(n), pool_);
-      c->write_stall_tick = c->out.empty() ? 0 : tick();
-      counters_.bytes_out.add(static_cast<std::uint64_t>(n));
-      counters_.output_bytes.sub(static_cast<std::uint64_t>(n));
-      if (c->state == ConnState::closing && c->deadline_ms != 0) {
-        // Progress: a slow but reading peer gets a fresh deadline.
-        c->deadline_ms = now_ms_ + core_.options().linger_timeout.count();
-      }
+      output_sent(c, static_cast<std::size_t>(n));
       after_output_change(c);
       if (table_.find(c->id(), index_) != c) return;
       if (static_cast<std::size_t>(n) < gathered) break;  // socket buffer full
@@ -334,6 +327,18 @@ void Shard::flush(Conn* c) {
     return;
   }
   update_interest(c);
+}
+
+void Shard::output_sent(Conn* c, std::size_t n) {
+  // n bytes of the queue's head left (a sendmsg, or a ring send's completion).
+  c->out.consume(n, pool_);
+  c->write_stall_tick = c->out.empty() ? 0 : tick();
+  counters_.bytes_out.add(n);
+  counters_.output_bytes.sub(n);
+  if (c->state == ConnState::closing && c->deadline_ms != 0) {
+    // Progress: a slow but reading peer gets a fresh deadline.
+    c->deadline_ms = now_ms_ + core_.options().linger_timeout.count();
+  }
 }
 
 void Shard::update_interest(Conn* c) {

@@ -164,15 +164,7 @@ void Shard::ring_sent(std::uint64_t tag, int res) {
     return;
   }
   if (res > 0) {
-    const auto n = static_cast<std::size_t>(res);
-    c->out.consume(n, pool_);
-    c->write_stall_tick = c->out.empty() ? 0 : tick();
-    counters_.bytes_out.add(n);
-    counters_.output_bytes.sub(n);
-    if (c->state == ConnState::closing && c->deadline_ms != 0) {
-      // Progress: a slow but reading peer gets a fresh deadline.
-      c->deadline_ms = now_ms_ + core_.options().linger_timeout.count();
-    }
+    output_sent(c, static_cast<std::size_t>(res));
     if (!c->moving) mark_dirty(c);  // flush(): watermarks, then the rest or the close
     return;
   }
