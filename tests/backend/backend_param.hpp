@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -142,6 +144,36 @@ std::vector<std::string> read_streams_in_turn(std::vector<Client>& clients, std:
     }
   }
   return errors;
+}
+
+/// A handler that records its connections' ids in connect order: a test gives each client a
+/// role by its position (connect_in_order keeps the two orders the same).
+class OrderedConnections : public Handler {
+ public:
+  std::mutex mu;
+  std::vector<ConnectionId> ids;  // (under mu)
+  std::atomic<int> connects{0};
+  bool on_client_connect(Connection& c) override {
+    std::lock_guard lk(mu);
+    ids.push_back(c.id());
+    ++connects;
+    return true;
+  }
+};
+
+/// Connects the clients one after the other, each once the handler has seen the one before
+/// (its `connects` count), so that the handler's order is the clients' order.
+inline ::testing::AssertionResult connect_in_order(std::vector<Client>& clients,
+                                                   std::uint16_t port,
+                                                   const std::atomic<int>& connects) {
+  for (std::size_t i = 0; i < clients.size(); ++i) {
+    if (!clients[i].connect(port)) return ::testing::AssertionFailure() << "connect " << i;
+    if (!wait_until([&] { return connects.load() == static_cast<int>(i + 1); },
+                    std::chrono::seconds(5))) {
+      return ::testing::AssertionFailure() << "client " << i << " never reached the handler";
+    }
+  }
+  return ::testing::AssertionSuccess();
 }
 
 }  // namespace esockets::test

@@ -80,21 +80,11 @@ std::string length_prefixed(const std::string& payload) {
 // Connections by connect order: 0 sends length-prefixed messages, each a junk record (999...)
 // and then sequence records; the handler passes everything after the junk on, to 1 by
 // multicast and to 2 by send (unframed both: a slice of the lent message at offset 16).
-class SliceRelay : public esockets::Handler {
+class SliceRelay : public esockets::test::OrderedConnections {
  public:
   Server* srv = nullptr;
-  std::mutex mu;
-  std::vector<ConnectionId> ids;
-  std::atomic<int> connects{0};
   std::atomic<int> messages{0};
   std::atomic<int> refused{0};
-  bool use_broadcast = false;
-  bool on_client_connect(Connection& c) override {
-    std::lock_guard lk(mu);
-    ids.push_back(c.id());
-    ++connects;
-    return true;
-  }
   void on_message_recv(Connection& c, Bytes m) override {
     ConnectionId to_multicast, to_send;
     {
@@ -124,10 +114,7 @@ TEST_P(LentAdversarial, MulticastOfASliceOfTheMessageSendsThatSlice) {
   h.srv = &s;
   s.start();
   std::vector<Client> clients(3);
-  for (std::size_t i = 0; i < clients.size(); ++i) {
-    ASSERT_TRUE(clients[i].connect(s.port()));
-    ASSERT_TRUE(wait_until([&] { return h.connects.load() == static_cast<int>(i + 1); }, 5s));
-  }
+  ASSERT_TRUE(esockets::test::connect_in_order(clients, s.port(), h.connects));
   std::uint64_t total = 0;
   std::string wire;
   for (int i = 0; i < kMessages; ++i) {
@@ -156,21 +143,12 @@ TEST_P(LentAdversarial, MulticastOfASliceOfTheMessageSendsThatSlice) {
 
 // Connections: 0 sends length-prefixed messages of 32 KiB (each lands in a read_chunk-sized
 // pool buffer); the handler sends a 200-byte slice of each to 1, which does not read.
-class SliverForwarder : public esockets::Handler {
+class SliverForwarder : public esockets::test::OrderedConnections {
  public:
   Server* srv = nullptr;
-  std::mutex mu;
-  std::vector<ConnectionId> ids;
-  std::atomic<int> connects{0};
   std::atomic<int> messages{0};
   std::atomic<int> refused{0};
   std::size_t sliver = 200;
-  bool on_client_connect(Connection& c) override {
-    std::lock_guard lk(mu);
-    ids.push_back(c.id());
-    ++connects;
-    return true;
-  }
   void on_message_recv(Connection& c, Bytes m) override {
     ConnectionId to;
     {
@@ -205,10 +183,7 @@ TEST_P(LentAdversarial, SmallSlicesQueuedForASlowReaderDoNotPinWholeBuffers) {
   h.srv = &s;
   s.start();
   std::vector<Client> clients(2);
-  for (std::size_t i = 0; i < clients.size(); ++i) {
-    ASSERT_TRUE(clients[i].connect(s.port()));
-    ASSERT_TRUE(wait_until([&] { return h.connects.load() == static_cast<int>(i + 1); }, 5s));
-  }
+  ASSERT_TRUE(esockets::test::connect_in_order(clients, s.port(), h.connects));
   clients[1].set_rcvbuf(4096);
   const std::string message = length_prefixed(records(0, kMessageBytes / 16));
   std::string batch;

@@ -41,20 +41,11 @@ using LentMessage = esockets::test::BackendModeTest;
 // Connections by connect order, in threes: 0 sends records that the handler forwards to 1
 // (a send on another connection, often on the other shard); 2's records come back to it in
 // two sends, the first and the second half of each message.
-class Relay : public esockets::Handler {
+class Relay : public esockets::test::OrderedConnections {
  public:
   Server* srv = nullptr;
-  std::mutex mu;
-  std::vector<ConnectionId> ids;
-  std::atomic<int> connects{0};
   std::atomic<int> refused_sends{0};
   std::atomic<std::uint64_t> forwarded{0};
-  bool on_client_connect(Connection& c) override {
-    std::lock_guard lk(mu);
-    ids.push_back(c.id());
-    ++connects;
-    return true;
-  }
   void on_message_recv(Connection& c, Bytes m) override {
     std::size_t index = 0;
     ConnectionId partner;
@@ -109,10 +100,7 @@ TEST_P(LentMessage, ForwardedAndSplitEchoesKeepEveryRecordWhileShardsComeAndGo) 
   h.srv = &s;
   s.start();
   std::vector<Client> clients(3 * kTriples);
-  for (std::size_t i = 0; i < clients.size(); ++i) {
-    ASSERT_TRUE(clients[i].connect(s.port()));
-    ASSERT_TRUE(wait_until([&] { return h.connects.load() == static_cast<int>(i + 1); }, 5s));
-  }
+  ASSERT_TRUE(esockets::test::connect_in_order(clients, s.port(), h.connects));
   std::atomic<int> failures{0};
   std::vector<std::thread> writers;
   for (int t = 0; t < kTriples; ++t) {
@@ -169,11 +157,8 @@ TEST_P(LentMessage, StopWithLentBytesQueuedEverywhereFreesEveryBuffer) {
   h.srv = &s;
   s.start();
   std::vector<Client> clients(3 * kTriples);
-  for (std::size_t i = 0; i < clients.size(); ++i) {
-    clients[i].set_rcvbuf(16 * 1024);
-    ASSERT_TRUE(clients[i].connect(s.port()));
-    ASSERT_TRUE(wait_until([&] { return h.connects.load() == static_cast<int>(i + 1); }, 5s));
-  }
+  for (auto& c : clients) c.set_rcvbuf(16 * 1024);
+  ASSERT_TRUE(esockets::test::connect_in_order(clients, s.port(), h.connects));
   std::atomic<int> failures{0};
   std::vector<std::thread> writers;
   for (int t = 0; t < kTriples; ++t) {
