@@ -6,6 +6,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "shard/send_queue.hpp"
@@ -223,6 +224,21 @@ TEST(PayloadPool, GivenBackFromManyThreadsWhileTheOwnerTakesAndCloses) {
   for (auto& t : ts) t.join();
   EXPECT_EQ(handed.load(), made);
   pool->close();
+}
+
+
+TEST(PayloadPool, KeepsFewerIdleBuffersTheLargerTheyAre) {
+  // (capacity, how many it keeps idle): about 4 MiB, between 2 and 64.
+  const std::pair<std::size_t, std::uint32_t> cases[] = {
+      {64 * 1024, 64}, {1024 * 1024, 4}, {16 * 1024 * 1024, 2}};
+  for (const auto& [cap, keep] : cases) {
+    PayloadPool* pool = PayloadPool::open(cap);
+    std::vector<SharedPayload*> out;
+    for (std::uint32_t i = 0; i < keep + 10; ++i) out.push_back(pool->get());
+    for (SharedPayload* p : out) release_shared_payload(p);
+    EXPECT_EQ(pool->idle_count(), keep) << cap << "-byte buffers";
+    pool->close();
+  }
 }
 
 }  // namespace

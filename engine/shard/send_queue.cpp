@@ -1,5 +1,6 @@
 #include "shard/send_queue.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -66,6 +67,11 @@ SharedPayload*& lent_payload() {
 
 PayloadPool* PayloadPool::open(std::size_t capacity) { return new PayloadPool(capacity); }
 
+PayloadPool::PayloadPool(std::size_t capacity)
+    : cap_(capacity),
+      keep_idle_(static_cast<std::uint32_t>(
+          std::clamp<std::size_t>(kKeepIdleBytes / (capacity == 0 ? 1 : capacity), 2, kKeepIdle))) {}
+
 SharedPayload* PayloadPool::get() {
   if (idle_.empty()) take_returned();
   SharedPayload* p = nullptr;
@@ -91,13 +97,13 @@ void PayloadPool::take_returned() {
   // before we write into them again.
   SharedPayload* p = returned_.exchange(nullptr, std::memory_order_acquire);
   while (p != nullptr) {
-    idle_.push_back(p);  // (at most kKeepIdle: give_back frees the rest)
+    idle_.push_back(p);  // (at most keep_idle_: give_back frees the rest)
     p = p->next;
   }
 }
 
 void PayloadPool::give_back(SharedPayload* p) {
-  if (parked_.fetch_add(1, std::memory_order_relaxed) >= kKeepIdle) {
+  if (parked_.fetch_add(1, std::memory_order_relaxed) >= keep_idle_) {
     // Enough idle already: a burst's buffers are not hoarded once it is over.
     parked_.fetch_sub(1, std::memory_order_relaxed);
     p->~SharedPayload();

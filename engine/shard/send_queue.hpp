@@ -53,15 +53,20 @@ class PayloadPool {
   void close();
   /// Any thread, from release_shared_payload: `p` is unreferenced.
   void give_back(SharedPayload* p);
+  /// Buffers idle now (given back and not taken again), for tests.
+  std::uint32_t idle_count() const { return parked_.load(std::memory_order_relaxed); }
 
  private:
-  explicit PayloadPool(std::size_t capacity) : cap_(capacity) {}
+  explicit PayloadPool(std::size_t capacity);
   void take_returned();
   void free_list(SharedPayload* head);
   void unref();
 
-  static constexpr std::uint32_t kKeepIdle = 64;  // idle buffers kept for reuse, at most
+  // Idle buffers kept for reuse, at most: 64, fewer for large ones (about 4 MiB, 2 at least).
+  static constexpr std::uint32_t kKeepIdle = 64;
+  static constexpr std::size_t kKeepIdleBytes = 4u << 20;
   const std::size_t cap_;
+  const std::uint32_t keep_idle_;
   std::atomic<std::uint32_t> refs_{1};          // the owner's, and one per buffer not freed
   std::atomic<std::uint32_t> parked_{0};        // buffers idle (returned_ and idle_)
   std::atomic<bool> closed_{false};
