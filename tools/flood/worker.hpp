@@ -125,6 +125,7 @@ struct Conn {
     bool want_write = false, bad = false, to_flagged = false, shut = false, reply_done = false, in_ready = false;
     bool flush_due = false;  // replies completed in the current read: refill once after it, not per reply
     bool failing = false;    // the last connect attempt failed: retries are not counted as new errors
+    bool reopen_counts = false;  // HTTP: this connect re-opens after the server's close (http.reopened)
     bool waited = false;     // a wait for the server ended in the measured phases: `pause` holds the longest
     std::uint32_t gen = 0;
     std::uint32_t sent_n = 0;  // entries from head fully written
@@ -231,7 +232,8 @@ private:
     void proto_copy(const Pending& pe, std::uint32_t off, unsigned char* dst, std::uint32_t len) const;
     void proto_consume(Conn& c, std::uint32_t i, const unsigned char* p, std::size_t n);
     bool proto_eof(Conn& c, std::uint32_t i);  // the server closed: true when that was not an error
-    void proto_reopen(Conn& c, std::uint32_t i);  // http: reconnect, keeping the unanswered requests
+    // http: reconnect, keeping the unanswered requests; after_close: counted in http.reopened
+    void proto_reopen(Conn& c, std::uint32_t i, bool after_close);
     void proto_collect(Result& r) const;
     // pubsub (worker_pubsub.cpp)
     void ps_setup();

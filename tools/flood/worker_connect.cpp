@@ -119,6 +119,10 @@ void Worker::on_connected(Conn& c, std::uint32_t i) {
     c.t_start = now_;
     ++open_;
     ++established_ok_;
+    if (c.reopen_counts) {
+        c.reopen_counts = false;
+        ++http_reopened_;
+    }
     std::uint64_t cur = sh_.open.fetch_add(1, std::memory_order_relaxed) + 1;
     std::uint64_t pk = sh_.peak.load(std::memory_order_relaxed);
     while (cur > pk && !sh_.peak.compare_exchange_weak(pk, cur, std::memory_order_relaxed)) {

@@ -152,8 +152,7 @@ void Worker::proto_consume(Conn& c, std::uint32_t i, const unsigned char* p, std
             complete(c, i);
             if (c.fd < 0 || c.state != kOpen) return;
             if (hp.close()) {  // the server closes after this response (the bytes after it are not replies)
-                ++http_reopened_;
-                proto_reopen(c, i);
+                proto_reopen(c, i, true);
                 return;
             }
         }
@@ -169,20 +168,19 @@ bool Worker::proto_eof(Conn& c, std::uint32_t i) {
         ++http_status_[cls >= 1 && cls <= 5 ? cls : 0];
         complete(c, i);
         if (c.fd >= 0 && c.state == kOpen) {
-            ++http_reopened_;
-            proto_reopen(c, i);
+            proto_reopen(c, i, true);
         }
         return true;
     }
     if (!hp.in_reply() && c.sent_n == 0 && c.tx_off == 0) {  // an idle keep-alive connection timed out
         ++http_idle_closed_;
-        proto_reopen(c, i);
+        proto_reopen(c, i, false);
         return true;
     }
     return false;  // requests written and unanswered: unexpected_eof
 }
 
-void Worker::proto_reopen(Conn& c, std::uint32_t i) {
+void Worker::proto_reopen(Conn& c, std::uint32_t i, bool after_close) {
     // Requests not answered yet move to the new connection (sent again; their latency runs on from
     // the first send). close_conn() would abandon them.
     std::vector<Pending> keep(c.q.begin() + c.head, c.q.end());
@@ -197,6 +195,9 @@ void Worker::proto_reopen(Conn& c, std::uint32_t i) {
     }
     c.q = std::move(keep);
     c.wait_from = waiting;  // the client waits on for these replies: its pause runs on across the re-open
+    // Counted once the new connection is up (on_connected): a re-open the end of the run cuts
+    // short is not one, and http.reopened + the first connects = connects_ok.
+    c.reopen_counts = after_close;
     requeue(i, 0);
 }
 
