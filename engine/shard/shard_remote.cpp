@@ -167,6 +167,8 @@ void Shard::release() {
   std::vector<Command>().swap(posted_);
   timers_.reset();  // a thread's timers end with it; a shard reviving this index starts afresh
   for (auto& ob : outboxes_) {
+    // Empty after a drained exit (run() leaves only then); whatever is left is freed, not lost.
+    for (std::size_t i = ob.head; i < ob.items.size(); ++i) dispose(ob.items[i]);
     std::vector<Event>().swap(ob.items);
     std::vector<ConnectionId>().swap(ob.flow_paused);
     ob.head = 0;
@@ -193,7 +195,7 @@ void Shard::revive(const std::vector<int>& listen_fds) {
                                        listen_fds[i] < 0, false});
   }
   for (std::size_t i = 0; i < listeners_.size(); ++i) {
-    if (!listen_epoll(i, true)) {
+    if (!watch_listener(i, true)) {
       throw std::system_error(errno, std::generic_category(), "esockets: epoll_ctl(listener)");
     }
   }
