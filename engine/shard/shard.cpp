@@ -23,12 +23,8 @@ namespace esockets::detail {
 
 namespace {
 
-constexpr int kMaxEvents = 512;
 constexpr std::int64_t kTickMs = 50;
 constexpr std::int64_t kTimeoutSweepMs = 250;
-// io_uring: how long a wait that expects its sends' completions may hold out for one more
-// completion when some of those sends did not complete (see wait_events).
-constexpr unsigned kSendBatchWaitUs = 50;
 constexpr unsigned kWarningsPerSecond = 10;
 
 }  // namespace
@@ -43,14 +39,7 @@ Shard::Shard(ServerCore& core, std::uint32_t index, const std::vector<int>& list
   if (core.backend() == Backend::io_uring) {
     ring_setup();
   } else {
-    epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
-    if (epfd_ < 0) throw std::system_error(errno, std::generic_category(), "esockets: epoll_create1");
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = kWakeTag;
-    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_.fd(), &ev) != 0) {
-      throw std::system_error(errno, std::generic_category(), "esockets: epoll_ctl(eventfd)");
-    }
+    epoll_setup();
   }
   for (std::size_t i = 0; i < listen_fds.size(); ++i) {
     const int shared = core.listener(i).shared_fd;
@@ -58,7 +47,7 @@ Shard::Shard(ServerCore& core, std::uint32_t index, const std::vector<int>& list
                                        listen_fds[i] < 0, false});
   }
   for (std::size_t i = 0; i < listeners_.size(); ++i) {
-    if (!listen_epoll(i, true)) {
+    if (!watch_listener(i, true)) {
       throw std::system_error(errno, std::generic_category(), "esockets: epoll_ctl(listener)");
     }
   }
@@ -234,14 +223,7 @@ void Shard::run() {
     if (ring_) {
       n = ring_reap();  // completions are dispatched as they are reaped
     } else {
-      for (int i = 0; i < n; ++i) {
-        try {
-          dispatch(events[i]);
-        } catch (const std::exception& ex) {
-          // One connection's failure (e.g. out of memory while framing) must not end the shard.
-          on_event_failure(events[i], ex.what());
-        }
-      }
+      epoll_dispatch(events, n);
     }
     if (n > 0) events_in_window_ += static_cast<std::uint64_t>(n);
     drain_commands();
@@ -284,27 +266,7 @@ void Shard::run() {
 }
 
 int Shard::wait_events(epoll_event* events, int timeout) {
-  if (ring_) {
-    // One enter: every operation queued this pass is submitted, then we sleep for completions.
-    ring_arm_wakeup();
-    // Sends usually complete during the submission: wait for one completion beyond them, for
-    // at most kSendBatchWaitUs more if some did not (a full socket), then take what there is.
-    const int r = ring_->enter(timeout != 0, timeout, 1 + ring_sends_queued_,
-                               ring_sends_queued_ > 0 ? kSendBatchWaitUs : 0);
-    ring_sends_queued_ = 0;
-    if (ring_->all_submitted()) ring_msgs_used_ = 0;  // the kernel has copied the sendmsg headers
-    if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) {
-      warn(WarningCode::engine_error, Severity::error, {}, -r,
-           errno_message("io_uring_enter failed", -r));
-    }
-    return 0;
-  }
-  const int n = ::epoll_wait(epfd_, events, kMaxEvents, timeout);
-  if (n < 0 && errno != EINTR) {
-    const int err = errno;
-    warn(WarningCode::engine_error, Severity::error, {}, err, errno_message("epoll_wait failed", err));
-  }
-  return n;
+  return ring_ ? ring_wait(timeout) : epoll_wait_events(events, timeout);
 }
 
 void Shard::update_load() {
@@ -318,60 +280,6 @@ void Shard::update_load() {
   load_window_start_ns_ = now;
   idle_ns_ = 0;
   events_in_window_ = 0;
-}
-
-void Shard::dispatch(const epoll_event& ev) {
-  const std::uint64_t tag = ev.data.u64;
-  if (tag == kWakeTag) {
-    wake_.drain_eventfd();
-    return;
-  }
-  const ConnectionId id = ConnectionId::from_value(tag);
-  if (id.generation() == 0 && id.shard() == 0 && id.slot() >= kListenerSlot0 &&
-      id.slot() < kListenerSlot0 + listeners_.size()) {
-    accept_ready(id.slot() - kListenerSlot0);
-    return;
-  }
-  if (id.generation() == 0 && id.shard() == kPendingShard) {
-    pending_ready(static_cast<int>(id.slot()), ev.events);
-    return;
-  }
-  if (id.generation() == 0) {  // a lingering socket: its identity is retired
-    Conn* c = table_.at(id.slot(), index_);
-    if (c != nullptr && c->state == ConnState::lingering) linger_readable(c);
-    return;
-  }
-  Conn* c = table_.find(id, index_);
-  if (c == nullptr) return;  // closed earlier in this batch (or long ago): drop
-  const std::uint32_t e = ev.events;
-  if (e & EPOLLERR) {
-    int err = 0;
-    socklen_t len = sizeof err;
-    ::getsockopt(c->fd(), SOL_SOCKET, SO_ERROR, &err, &len);
-    if (c->reading() && (e & EPOLLIN)) {
-      readable(c);  // deliver what arrived before the error; the read reports it
-      if (table_.find(id, index_) == nullptr) return;
-    }
-    abort_conn(c, classify_io_errno(err) == IoFailure::reset || err == 0 ? CloseReason::reset
-                                                                          : CloseReason::io_error);
-    return;
-  }
-  if (e & (EPOLLIN | EPOLLHUP)) {
-    if (c->reading()) {
-      readable(c);
-    } else if (e & EPOLLHUP) {
-      // Hang-up while we are not reading (paused / closing): level-triggered HUP would spin, so
-      // leave the epoll set until reading resumes; a closing connection cannot be written to.
-      if (c->state == ConnState::closing || c->state == ConnState::half_closed) {
-        abort_conn(c, c->reason);
-        return;
-      }
-      c->hup = true;
-      update_interest(c);
-    }
-  }
-  if (table_.find(id, index_) != c) return;
-  if (e & EPOLLOUT) writable(c);
 }
 
 void Shard::apply(const Command& cmd) {
@@ -562,16 +470,6 @@ void Shard::process_resumes() {
     }
     mark_dirty(c);
   }
-}
-
-void Shard::on_event_failure(const epoll_event& ev, const char* what) {
-  Conn* c = table_.find(ConnectionId::from_value(ev.data.u64), index_);
-  if (c == nullptr) {
-    warn(WarningCode::engine_error, Severity::error, {}, 0,
-         std::string("event handling failed: ") + what);
-    return;
-  }
-  fail_conn(c, what);
 }
 
 void Shard::fail_conn(Conn* c, const char* what) {

@@ -153,7 +153,7 @@ class Shard {
   struct ShardListener {
     int fd = -1;
     bool shared = false;    // a Unix listener's socket: not ours to close
-    bool in_epoll = false;  // watched for connections (epoll set, or io_uring accept wanted)
+    bool watched = false;  // watched for connections (epoll set, or io_uring accept wanted)
     std::uint8_t accepts_armed = 0;  // io_uring: accepts in flight on this listener
     bool accept_cancel = false;      // ... and a cancel of them was queued
     // A shared (Unix) listener this retiring shard stopped watching: its queue is drained
@@ -164,9 +164,9 @@ class Shard {
   enum class Phase : std::uint8_t { serving, draining, closing, done };
   enum class Move : std::uint8_t { idle, grace, quiescing, finishing };
 
+  static constexpr int kMaxEvents = 512;  // epoll events taken per wait
   void run();
-  int wait_events(epoll_event* events, int timeout);
-  void dispatch(const epoll_event& ev);
+  int wait_events(epoll_event* events, int timeout);  // the backend's wait
   bool inbound_pending() const;
   int next_timeout_ms() const;
 
@@ -182,7 +182,7 @@ class Shard {
   void drop_accepted(int fd, std::uint16_t li);
   void adopt_fresh(FreshFd* f);
   void close_refused(int fd);
-  bool listen_epoll(std::size_t li, bool on);
+  bool watch_listener(std::size_t li, bool on);  // accept on it (or stop), on either backend
   // shard_proxy.cpp: the PROXY protocol stage.
   void begin_pending(int fd, const PeerAddress& peer, std::uint16_t li, std::int64_t deadline);
   void pending_ready(int fd, std::uint32_t events);
@@ -193,15 +193,12 @@ class Shard {
   void close_all_pending();
   void pause_accepting(std::int64_t until_ms);
   void resume_accepting();
-  void readable(Conn* c);
-  void linger_readable(Conn* c);
   void deliver(Conn* c, const char* p, std::size_t n);
   void framing_failed(Conn* c);
   bool deliver_frame(Conn* c, std::string_view frame);
   void on_eof(Conn* c);
   void close_after_worker(Conn* c, CloseReason reason);
   void process_resumes();
-  void on_event_failure(const epoll_event& ev, const char* what);
   void fail_conn(Conn* c, const char* what);
   void wake_waiters();
   void flow_pause(Conn* c, std::vector<ConnectionId>& list);
@@ -228,7 +225,30 @@ class Shard {
   void set_user_pause(Conn* c, bool pause);
   bool hold_if_incoming(const Command& cmd);
 
-  // shard_uring.cpp: the io_uring backend's I/O layer (the state machine above is shared).
+  // The I/O layer. The state machine reaches it through six calls: wait_events, update_interest,
+  // flush and watch_listener above and these two (shard_io.cpp, shard_accept.cpp); each picks
+  // the backend's layer below.
+  /// Attaches a new or adopted connection to this shard's I/O (epoll set or ring).
+  bool io_attach(Conn* c);
+  /// Takes a connection out of this shard's I/O before it leaves (move, takeover).
+  void io_detach(Conn* c);
+
+  // shard_epoll.cpp: the epoll backend's I/O layer.
+  void epoll_setup();
+  int epoll_wait_events(epoll_event* events, int timeout);
+  void epoll_dispatch(const epoll_event* events, int n);
+  void dispatch(const epoll_event& ev);
+  void on_event_failure(const epoll_event& ev, const char* what);
+  void readable(Conn* c);
+  void linger_readable(Conn* c);
+  bool epoll_write(Conn* c);  // sendmsg until the queue is empty or the socket full; false: closed
+  void epoll_interest(Conn* c);
+  bool epoll_attach(Conn* c);
+  void epoll_detach(Conn* c);
+  bool epoll_listen(std::size_t li, bool on);
+  bool epoll_pending(int fd, bool on);  // a PROXY-stage socket
+
+  // shard_uring.cpp: the io_uring backend's I/O layer.
   enum class RingOp : std::uint8_t { recv = 1, write, accept, wake, pending, ignore, send };
   static constexpr std::uint64_t ring_tag(RingOp op, std::uint32_t key, std::uint32_t low) {
     return (std::uint64_t{static_cast<std::uint8_t>(op)} << 60) |
@@ -244,6 +264,7 @@ class Shard {
     return ring_tag(RingOp::send, c->id().slot(), c->id().generation());
   }
   void ring_setup();
+  int ring_wait(int timeout);
   void ring_arm_wakeup();  // before every wait
   int ring_reap();
   void ring_completion(const io_uring_cqe& cqe);
@@ -267,10 +288,6 @@ class Shard {
   void ring_pending(int fd, bool on);
   bool ring_settled(const std::vector<Conn*>& conns) const;
   bool ring_listeners_settled() const;
-  /// Attaches a new or adopted connection to this shard's I/O (epoll set or ring).
-  bool io_attach(Conn* c);
-  /// Takes a connection out of this shard's I/O before it leaves (move, takeover).
-  void io_detach(Conn* c);
 
   // shard.cpp: cross-thread traffic and lifecycle.
   void apply(const Command& cmd);

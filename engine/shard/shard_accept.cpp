@@ -3,7 +3,6 @@
 // another shard; after its PROXY header when the listener asks for one).
 // Thread: owner shard only.
 #include <netinet/in.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,25 +21,14 @@ constexpr int kAcceptBudget = 256;
 constexpr std::int64_t kAcceptRetryMs = 100;  // fallback re-arm after EMFILE
 }  // namespace
 
-bool Shard::listen_epoll(std::size_t li, bool on) {
+bool Shard::watch_listener(std::size_t li, bool on) {
   ShardListener& l = listeners_[li];
-  if (l.fd < 0 || l.in_epoll == on) return true;
+  if (l.fd < 0 || l.watched == on) return true;
   if (ring_) {
     ring_listen(li, on);
     return true;
   }
-  if (!on) {
-    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, l.fd, nullptr);
-    l.in_epoll = false;
-    return true;
-  }
-  epoll_event ev{};
-  // A Unix listener's one socket is in every shard's epoll set: wake one shard per connection.
-  ev.events = EPOLLIN | (l.shared ? EPOLLEXCLUSIVE : 0u);
-  ev.data.u64 = listener_tag(li);
-  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, l.fd, &ev) != 0) return false;
-  l.in_epoll = true;
-  return true;
+  return epoll_listen(li, on);
 }
 
 void Shard::accept_ready(std::size_t li) {
@@ -256,7 +244,7 @@ void Shard::setup_accepted(int fd, const PeerAddress& peer, std::uint16_t li,
 
 void Shard::pause_accepting(std::int64_t until_ms) {
   if (accept_paused_) return;
-  for (std::size_t i = 0; i < listeners_.size(); ++i) listen_epoll(i, false);
+  for (std::size_t i = 0; i < listeners_.size(); ++i) watch_listener(i, false);
   accept_paused_ = true;
   accept_resume_ms_ = until_ms;
 }
@@ -268,7 +256,7 @@ void Shard::resume_accepting() {
     return;
   }
   for (std::size_t i = 0; i < listeners_.size(); ++i) {
-    if (!listen_epoll(i, true)) {
+    if (!watch_listener(i, true)) {
       const int err = errno;
       warn(WarningCode::engine_error, Severity::error, {}, err,
            errno_message("epoll_ctl could not re-arm a listener", err));

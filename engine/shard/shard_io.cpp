@@ -1,5 +1,7 @@
 // The per-connection state machine of a shard: read and frame, write, close.
-// (Accepting is in shard_accept.cpp, the direct entry points in shard_local.cpp.)
+// (Accepting is in shard_accept.cpp, the direct entry points in shard_local.cpp.) The I/O under
+// it is a backend's, shard_epoll.cpp or shard_uring.cpp, reached through io_attach, io_detach,
+// update_interest and flush here, watch_listener and wait_events (shard.hpp).
 // Thread: owner shard only.
 //
 //   open --EOF--> half_closed --eof_ack--> closing --output flushed--> (retire) --> closed
@@ -8,7 +10,6 @@
 //   errors (RST, EPIPE) skip straight to retire + close; lingering ends at the peer's FIN
 //   or at linger_timeout.
 #include <netinet/in.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,75 +24,7 @@
 
 namespace esockets::detail {
 
-namespace {
-constexpr int kReadBudget = 4;             // reads per readable event (fairness)
-constexpr int kIovMax = 64;
-}  // namespace
-
 // ---------------------------------------------------------------- read
-
-void Shard::readable(Conn* c) {
-  const ConnectionId id = c->id();
-  if (c->frame.has_pending_frames()) {
-    // Frames read earlier are still held (a pause stopped their delivery): they go first, and
-    // nothing more is read until they are all out, so held input never grows past one read.
-    deliver(c, nullptr, 0);
-    if (table_.find(id, index_) != c || !c->reading() || c->frame.has_pending_frames()) return;
-  }
-  for (int i = 0; i < kReadBudget; ++i) {
-    char* buf = rbuf_.get();
-    if (lend_reads_) {
-      // Raw framing with workers: a large read is handed over as it is (message_payload).
-      if (lend_ == nullptr) lend_ = payloads_->get();
-      buf = lend_->data();
-    }
-    ssize_t n = ::recv(c->fd(), buf, rbuf_size_, 0);
-    if (n > 0) {
-      counters_.bytes_in.add(static_cast<std::uint64_t>(n));
-      c->last_read_tick = tick();
-      deliver(c, buf, static_cast<std::size_t>(n));
-      if (table_.find(id, index_) != c) return;
-      if (c->frame.buffered() == 0) {
-        c->frame_start_tick = 0;
-      } else if (c->frame_start_tick == 0) {
-        c->frame_start_tick = c->last_read_tick;
-      }
-      if (!c->reading()) return;
-      if (static_cast<std::size_t>(n) < rbuf_size_) return;  // drained: skip the EAGAIN call
-      continue;
-    }
-    if (n == 0) {
-      on_eof(c);
-      return;
-    }
-    const int err = errno;
-    switch (classify_io_errno(err)) {
-      case IoFailure::again:
-        return;
-      case IoFailure::interrupted:
-        continue;
-      case IoFailure::reset:
-        abort_conn(c, CloseReason::reset);
-        return;
-      case IoFailure::other:
-        warn(WarningCode::io_error, Severity::warning, c->id(), err,
-             errno_message(("read failed for " + c->pub.getip()).c_str(), err));
-        abort_conn(c, CloseReason::io_error);
-        return;
-    }
-  }
-}
-
-void Shard::linger_readable(Conn* c) {
-  for (int i = 0; i < kReadBudget; ++i) {
-    ssize_t n = ::recv(c->fd(), rbuf_.get(), rbuf_size_, 0);
-    if (n > 0) continue;  // unread input is discarded so close() sends FIN, not RST
-    if (n < 0 && classify_io_errno(errno) == IoFailure::again) return;
-    if (n < 0 && classify_io_errno(errno) == IoFailure::interrupted) continue;
-    close_fd(c);
-    return;
-  }
-}
 
 bool Shard::deliver_frame(Conn* c, std::string_view frame) {
   counters_.messages_in.add();
@@ -291,36 +224,10 @@ void Shard::flush(Conn* c) {
   if (c->moving) return;  // the shard it goes to flushes it
   after_output_change(c);
   if (table_.find(c->id(), index_) != c) return;
-  if (ring_) ring_send(c);  // one send in flight at a time; its completion continues
-  while (!ring_ && !c->out.empty()) {
-    iovec iov[kIovMax];
-    const int cnt = c->out.gather(iov, kIovMax);
-    msghdr m{};
-    m.msg_iov = iov;
-    m.msg_iovlen = static_cast<std::size_t>(cnt);
-    ssize_t n = ::sendmsg(c->fd(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      std::size_t gathered = 0;
-      for (int i = 0; i < cnt; ++i) gathered += iov[i].iov_len;
-      output_sent(c, static_cast<std::size_t>(n));
-      after_output_change(c);
-      if (table_.find(c->id(), index_) != c) return;
-      if (static_cast<std::size_t>(n) < gathered) break;  // socket buffer full
-      continue;
-    }
-    const int err = errno;
-    IoFailure f = classify_io_errno(err);
-    if (f == IoFailure::interrupted) continue;
-    if (f == IoFailure::again) {
-      if (c->write_stall_tick == 0) c->write_stall_tick = tick();
-      break;
-    }
-    if (f == IoFailure::other) {
-      warn(WarningCode::io_error, Severity::warning, c->id(), err,
-           errno_message(("send failed for " + c->pub.getip()).c_str(), err));
-    }
-    abort_conn(c, f == IoFailure::reset ? CloseReason::reset : CloseReason::io_error);
-    return;
+  if (ring_) {
+    ring_send(c);  // one send in flight at a time; its completion continues
+  } else if (!epoll_write(c)) {
+    return;  // closed
   }
   if (c->out.empty() && c->state == ConnState::closing) {
     finish_close(c);
@@ -346,29 +253,31 @@ void Shard::update_interest(Conn* c) {
   if (ring_) {
     c->registered = true;  // attached to our ring (a new or adopted connection: from now on)
     ring_interest(c);
-    return;
-  }
-  std::uint32_t want = 0;
-  if (c->state == ConnState::lingering) {
-    want = EPOLLIN;
   } else {
-    if (c->reading() && !c->hup) want |= EPOLLIN;
-    if (!c->out.empty()) want |= EPOLLOUT;
+    epoll_interest(c);
   }
-  const bool should_register = !(c->hup && want == 0);
-  if (should_register == c->registered && want == c->armed) return;
-  epoll_event ev{};
-  ev.events = want;
-  ev.data.u64 = c->state == ConnState::lingering
-                    ? ConnectionId(index_, static_cast<std::uint32_t>(c->fd()), 0).value()
-                    : c->id().value();
-  int op = !should_register ? EPOLL_CTL_DEL : (c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD);
-  if (::epoll_ctl(epfd_, op, c->fd(), &ev) != 0) {
-    const int err = errno;
-    warn(WarningCode::io_error, Severity::error, c->id(), err, errno_message("epoll_ctl failed", err));
+}
+
+// ---------------------------------------------------------------- the I/O layer
+
+bool Shard::io_attach(Conn* c) {
+  if (ring_) {
+    c->registered = true;
+    c->armed = 0;
+    ring_interest(c);
+    return true;
   }
-  c->registered = should_register;
-  c->armed = should_register ? want : 0;
+  return epoll_attach(c);
+}
+
+void Shard::io_detach(Conn* c) {
+  if (ring_) {
+    ring_detach(c);
+  } else {
+    epoll_detach(c);
+  }
+  c->registered = false;
+  c->armed = 0;
 }
 
 // ---------------------------------------------------------------- close

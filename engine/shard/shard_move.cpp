@@ -34,7 +34,7 @@ constexpr std::int64_t kRetireGraceMs = 200;
 void Shard::close_listeners() {
   for (std::size_t i = 0; i < listeners_.size(); ++i) {
     ShardListener& l = listeners_[i];
-    listen_epoll(i, false);
+    watch_listener(i, false);
     if (l.fd >= 0 && !l.shared) ::close(l.fd);  // a Unix listener's socket stays for the others
     if (l.fd >= 0 && l.shared && phase_ == Phase::serving) {
       // The kernel wakes one waiter per connection on a shared listener (EPOLLEXCLUSIVE, and

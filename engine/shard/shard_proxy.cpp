@@ -26,13 +26,8 @@ void Shard::begin_pending(int fd, const PeerAddress& peer, std::uint16_t li,
     pending_ready(fd, EPOLLIN);  // the header may be here already
     return;
   }
-  epoll_event ev{};
-  // Edge-triggered: a header that is still incomplete stays in the socket (peeked, not read)
-  // and must not wake us again until more arrives.
-  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
-  ev.data.u64 = ConnectionId(kPendingShard, static_cast<std::uint32_t>(fd), 0).value();
   pending_[fd] = PendingProxy{peer, li, deadline};
-  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+  if (!epoll_pending(fd, true)) {
     const int err = errno;
     warn(WarningCode::io_error, Severity::error, {}, err,
          errno_message("epoll_ctl(ADD) failed for a PROXY-stage socket", err));
@@ -96,7 +91,7 @@ void Shard::unwatch_pending(int fd) {
   if (ring_) {
     ring_pending(fd, false);
   } else {
-    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+    epoll_pending(fd, false);
   }
 }
 

@@ -43,6 +43,9 @@ constexpr std::size_t kMaxBufferSize = 64 * 1024;  // bytes per completion; 8 Mi
 constexpr std::int64_t kAcceptRetryMs = 100;  // as the epoll backend's EMFILE pause
 constexpr std::uint8_t kAcceptsInFlight = 16;  // per listener; within the fd limit's reserve
 constexpr std::uint32_t kCqeBufMore = 1u << 4;  // IORING_CQE_F_BUF_MORE (6.12)
+// How long a wait that expects its sends' completions may hold out for one more completion
+// when some of those sends did not complete (see ring_wait).
+constexpr unsigned kSendBatchWaitUs = 50;
 }  // namespace
 
 void Shard::ring_setup() {
@@ -52,32 +55,6 @@ void Shard::ring_setup() {
   if (size < 4096) size = 4096;
   ring_->add_buffers(kBufferGroup, kBufferCount, static_cast<unsigned>(size));
   ring_wake_armed_ = false;
-}
-
-bool Shard::io_attach(Conn* c) {
-  if (ring_) {
-    c->registered = true;
-    c->armed = 0;
-    ring_interest(c);
-    return true;
-  }
-  c->armed = EPOLLIN;
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = c->id().value();
-  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, c->fd(), &ev) != 0) return false;
-  c->registered = true;
-  return true;
-}
-
-void Shard::io_detach(Conn* c) {
-  if (ring_) {
-    ring_detach(c);
-  } else if (c->registered) {
-    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd(), nullptr);
-  }
-  c->registered = false;
-  c->armed = 0;
 }
 
 void Shard::ring_detach(Conn* c) {
@@ -209,7 +186,7 @@ bool Shard::ring_listeners_settled() const {
 
 void Shard::ring_listen(std::size_t li, bool on) {
   ShardListener& l = listeners_[li];
-  l.in_epoll = on;
+  l.watched = on;
   const std::uint64_t tag = ring_tag(RingOp::accept, static_cast<std::uint32_t>(li), 0);
   if (on && !l.accept_cancel) {
     // (While a cancel is in flight, the last completion tops them up again.)
@@ -236,6 +213,22 @@ void Shard::ring_pending(int fd, bool on) {
   } else {
     ring_->cancel(tag, ring_tag(RingOp::ignore, 0, 0));
   }
+}
+
+int Shard::ring_wait(int timeout) {
+  // One enter: every operation queued this pass is submitted, then we sleep for completions.
+  ring_arm_wakeup();
+  // Sends usually complete during the submission: wait for one completion beyond them, for
+  // at most kSendBatchWaitUs more if some did not (a full socket), then take what there is.
+  const int r = ring_->enter(timeout != 0, timeout, 1 + ring_sends_queued_,
+                             ring_sends_queued_ > 0 ? kSendBatchWaitUs : 0);
+  ring_sends_queued_ = 0;
+  if (ring_->all_submitted()) ring_msgs_used_ = 0;  // the kernel has copied the sendmsg headers
+  if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) {
+    warn(WarningCode::engine_error, Severity::error, {}, -r,
+         errno_message("io_uring_enter failed", -r));
+  }
+  return 0;
 }
 
 void Shard::ring_arm_wakeup() {
@@ -500,7 +493,7 @@ void Shard::ring_accept_done(std::size_t li, int res) {
     }
   }
   // Still wanted: keep kAcceptsInFlight armed.
-  if (l.in_epoll && l.fd >= 0 && !l.accept_cancel) ring_listen(li, true);
+  if (l.watched && l.fd >= 0 && !l.accept_cancel) ring_listen(li, true);
 }
 
 void Shard::ring_accepted(std::size_t li, int fd) {

@@ -60,7 +60,7 @@ void Shard::takeover_order(TakeoverOrder* raw) {
 
 void Shard::freeze_all() {
   takeover_frozen_ = true;
-  for (std::size_t i = 0; i < listeners_.size(); ++i) listen_epoll(i, false);
+  for (std::size_t i = 0; i < listeners_.size(); ++i) watch_listener(i, false);
   table_.for_each_hosted(index_, [this](ConnectionId id) {
     Conn* c = table_.find(id, index_);
     if (c == nullptr || c->state != ConnState::open) return;
@@ -78,7 +78,7 @@ void Shard::thaw_all() {
   takeover_ = Takeover::none;
   if (phase_ == Phase::serving && !accept_paused_) {
     for (std::size_t i = 0; i < listeners_.size(); ++i) {
-      if (listeners_[i].fd >= 0) (void)listen_epoll(i, true);
+      if (listeners_[i].fd >= 0) (void)watch_listener(i, true);
     }
   }
   table_.for_each_hosted(index_, [this](ConnectionId id) {
