@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -43,6 +44,12 @@ struct BackendMode {
   Backend backend;
   unsigned workers;
 };
+
+// How ctest lists a case ("epoll, 2 workers"), not gtest's byte dump of the struct (whose
+// padding bytes are whatever the stack held).
+inline void PrintTo(const BackendMode& m, std::ostream* os) {
+  *os << backend_name(m.backend) << ", " << m.workers << " workers";
+}
 
 inline std::string backend_mode_name(const ::testing::TestParamInfo<BackendMode>& i) {
   return backend_name(i.param.backend) + "_workers" + std::to_string(i.param.workers);
