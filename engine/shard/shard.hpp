@@ -232,6 +232,10 @@ class Shard {
   bool io_attach(Conn* c);
   /// Takes a connection out of this shard's I/O before it leaves (move, takeover).
   void io_detach(Conn* c);
+  /// A layer's read or send ("read", "send") failed with err, neither EAGAIN nor EINTR.
+  void io_failed(Conn* c, int err, const char* op);
+  /// After an error event (EPOLLERR, POLLERR): reset or io_error, from the socket's SO_ERROR.
+  CloseReason pending_error_reason(Conn* c);
 
   // shard_epoll.cpp: the epoll backend's I/O layer.
   void epoll_setup();

@@ -88,15 +88,12 @@ void Shard::dispatch(const epoll_event& ev) {
   if (c == nullptr) return;  // closed earlier in this batch (or long ago): drop
   const std::uint32_t e = ev.events;
   if (e & EPOLLERR) {
-    int err = 0;
-    socklen_t len = sizeof err;
-    ::getsockopt(c->fd(), SOL_SOCKET, SO_ERROR, &err, &len);
+    const CloseReason reason = pending_error_reason(c);
     if (c->reading() && (e & EPOLLIN)) {
       readable(c);  // deliver what arrived before the error; the read reports it
       if (table_.find(id, index_) == nullptr) return;
     }
-    abort_conn(c, classify_io_errno(err) == IoFailure::reset || err == 0 ? CloseReason::reset
-                                                                          : CloseReason::io_error);
+    abort_conn(c, reason);
     return;
   }
   if (e & (EPOLLIN | EPOLLHUP)) {
@@ -162,20 +159,11 @@ void Shard::readable(Conn* c) {
       return;
     }
     const int err = errno;
-    switch (classify_io_errno(err)) {
-      case IoFailure::again:
-        return;
-      case IoFailure::interrupted:
-        continue;
-      case IoFailure::reset:
-        abort_conn(c, CloseReason::reset);
-        return;
-      case IoFailure::other:
-        warn(WarningCode::io_error, Severity::warning, c->id(), err,
-             errno_message(("read failed for " + c->pub.getip()).c_str(), err));
-        abort_conn(c, CloseReason::io_error);
-        return;
-    }
+    const IoFailure f = classify_io_errno(err);
+    if (f == IoFailure::again) return;
+    if (f == IoFailure::interrupted) continue;
+    io_failed(c, err, "read");
+    return;
   }
 }
 
@@ -214,11 +202,7 @@ bool Shard::epoll_write(Conn* c) {
       if (c->write_stall_tick == 0) c->write_stall_tick = tick();
       break;
     }
-    if (f == IoFailure::other) {
-      warn(WarningCode::io_error, Severity::warning, c->id(), err,
-           errno_message(("send failed for " + c->pub.getip()).c_str(), err));
-    }
-    abort_conn(c, f == IoFailure::reset ? CloseReason::reset : CloseReason::io_error);
+    io_failed(c, err, "send");
     return false;
   }
   return true;

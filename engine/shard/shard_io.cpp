@@ -280,6 +280,28 @@ void Shard::io_detach(Conn* c) {
   c->armed = 0;
 }
 
+void Shard::io_failed(Conn* c, int err, const char* op) {
+  // A read or send failed for good (the layer handled EAGAIN and EINTR): a reset by the peer
+  // ends the connection as such; anything else is reported first.
+  if (classify_io_errno(err) != IoFailure::other) {
+    abort_conn(c, CloseReason::reset);
+    return;
+  }
+  warn(WarningCode::io_error, Severity::warning, c->id(), err,
+       errno_message((std::string(op) + " failed for " + c->pub.getip()).c_str(), err));
+  abort_conn(c, CloseReason::io_error);
+}
+
+CloseReason Shard::pending_error_reason(Conn* c) {
+  // An error event: the socket's pending error (SO_ERROR, which reading it clears) says whether
+  // the peer reset it.
+  int err = 0;
+  socklen_t len = sizeof err;
+  ::getsockopt(c->fd(), SOL_SOCKET, SO_ERROR, &err, &len);
+  return classify_io_errno(err) == IoFailure::reset || err == 0 ? CloseReason::reset
+                                                                : CloseReason::io_error;
+}
+
 // ---------------------------------------------------------------- close
 
 void Shard::set_deadline(Conn* c, std::int64_t at_ms) {

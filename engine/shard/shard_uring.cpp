@@ -159,13 +159,7 @@ void Shard::ring_sent(std::uint64_t tag, int res) {
     c->reset_seen = true;
     return;
   }
-  if (classify_io_errno(err) == IoFailure::other) {
-    warn(WarningCode::io_error, Severity::warning, c->id(), err,
-         errno_message(("send failed for " + c->pub.getip()).c_str(), err));
-    abort_conn(c, CloseReason::io_error);
-    return;
-  }
-  abort_conn(c, CloseReason::reset);
+  io_failed(c, err, "send");
 }
 
 bool Shard::ring_settled(const std::vector<Conn*>& conns) const {
@@ -365,11 +359,7 @@ void Shard::ring_hangup(Conn* c, std::uint32_t ev) {
     return;
   }
   if ((ev & POLLERR) != 0) {
-    int err = 0;
-    socklen_t len = sizeof err;
-    ::getsockopt(c->fd(), SOL_SOCKET, SO_ERROR, &err, &len);
-    abort_conn(c, classify_io_errno(err) == IoFailure::reset || err == 0 ? CloseReason::reset
-                                                                        : CloseReason::io_error);
+    abort_conn(c, pending_error_reason(c));
     return;
   }
   if ((ev & POLLHUP) != 0 &&
@@ -445,19 +435,9 @@ void Shard::ring_recv_done(Conn* c, int res) {
     if (classify_io_errno(err) == IoFailure::reset) c->reset_seen = true;
     return;
   }
-  switch (classify_io_errno(err)) {
-    case IoFailure::again:
-    case IoFailure::interrupted:
-      return;
-    case IoFailure::reset:
-      abort_conn(c, CloseReason::reset);
-      return;
-    case IoFailure::other:
-      warn(WarningCode::io_error, Severity::warning, c->id(), err,
-           errno_message(("read failed for " + c->pub.getip()).c_str(), err));
-      abort_conn(c, CloseReason::io_error);
-      return;
-  }
+  const IoFailure f = classify_io_errno(err);
+  if (f == IoFailure::again || f == IoFailure::interrupted) return;
+  io_failed(c, err, "read");
 }
 
 void Shard::ring_accept_done(std::size_t li, int res) {
