@@ -381,6 +381,9 @@ void Shard::advance_stop() {
     close_listeners();
     close_all_pending();  // never seen by a handler: nothing to flush or report
     phase_ = Phase::draining;
+    // The pass's clock was read when its wait returned; a busy pass may have taken a while
+    // since, and shutdown_timeout counts from the stop.
+    now_ms_ = monotonic_ms();
     stop_deadline_ms_ = now_ms_ + core_.options().shutdown_timeout.count();
     table_.for_each_hosted(index_, [this](ConnectionId id) {
       Conn* c = table_.find(id, index_);
